@@ -1,0 +1,68 @@
+"""The ``td3rec`` command line: one sub-command per module in :mod:`td3rec.commands`.
+
+Every sub-command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+User mistakes raise :class:`td3rec.errors.UserError`; they are printed as one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from td3rec import __version__
+from td3rec.errors import UserError
+
+#: sub-command modules, in the order ``td3rec --help`` lists them
+COMMANDS = ["datasets", "stats", "train"]
+
+log = logging.getLogger("td3rec")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every sub-command attached."""
+    parser = argparse.ArgumentParser(
+        prog="td3rec",
+        description="Distill sequential-recommendation datasets into synthetic sequence summaries (TD3) "
+        "and evaluate them honestly.",
+    )
+    parser.add_argument("--version", action="version", version=f"td3rec {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only show warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f"td3rec.commands.{name}")
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Concise logging to stderr: ``td3rec: message`` (debug level shows the logger name)."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    fmt = "%(name)s %(levelname)s: %(message)s" if verbose else "td3rec: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``td3rec`` console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UserError as err:
+        print(f"td3rec {args.command}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"td3rec {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the td3rec CLI, one module each."""

@@ -1,0 +1,1 @@
+"""td3rec.models"""
