@@ -24,9 +24,14 @@ class SequentialRecommender(nn.Module, ABC):
     """Base class of SASRec, GRU4Rec, NARM and BERT4Rec.
 
     Subclasses own ``self.item_embedding`` (an ``nn.Embedding`` with at least ``n_items + 1`` rows, row 0 =
-    padding) and implement :meth:`encode`.
+    padding), keep their typed config dataclass in ``self.config`` (``dataclasses.asdict(model.config)`` plus
+    ``n_items`` and ``max_len`` rebuild the model through ``td3rec.models.build_model``) and implement
+    :meth:`encode`. ``model(inputs, lengths)`` is :meth:`encode`, so that
+    ``torch.func.functional_call(model, params, (inputs, lengths))`` runs the encoder on explicit parameters.
     """
 
+    #: registry name of the architecture (``"sasrec"``, ...)
+    name: str = ""
     #: whether the representation at a position depends only on earlier positions
     causal: bool = True
 
@@ -56,6 +61,15 @@ class SequentialRecommender(nn.Module, ABC):
         real; the features predict the item that follows position ``lengths - 1``. Positions at or after
         ``lengths`` must not influence the result."""
 
+    def encode_prefixes(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Features of every prefix at once, ``[B, L, H]``: row ``t`` equals ``encode(inputs, t + 1)`` for
+        ``t < lengths`` (rows ``t >= lengths`` are unspecified). Used to predict every position of a sequence.
+        This generic version calls :meth:`encode` once per position; models that get all prefixes from one
+        pass (SASRec, GRU4Rec, NARM) override it."""
+        lengths = lengths.to(inputs.device)
+        steps = [self.encode(inputs, lengths.clamp(max=t + 1)) for t in range(inputs.shape[1])]
+        return torch.stack(steps, dim=1)
+
     def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Features of hard (id) input."""
         return self.encode(self.embed_ids(ids), lengths)
@@ -76,3 +90,7 @@ class SequentialRecommender(nn.Module, ABC):
         """Loss of one batch of real examples in training mode. Causal models: next-item cross-entropy.
         Models with their own training objective (BERT4Rec's cloze) override this."""
         return self.loss(self.features(ids, lengths), targets)
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`encode`; lets ``torch.func.functional_call(model, params, (inputs, lengths))`` work."""
+        return self.encode(inputs, lengths)

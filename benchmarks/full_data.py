@@ -1,0 +1,108 @@
+"""Full-data benchmark: every learner on real datasets, test HR@10 / NDCG@10 (full ranking and uni100),
+mean ± std over seeds, epochs to converge and seconds per epoch.
+
+Run (from the repository root, with the real data folder):
+
+    TD3REC_DATA_DIR=../shared/data python benchmarks/full_data.py --datasets ml-100k amazon-beauty --seeds 3
+
+Writes ``benchmarks/results/full_data.json`` and ``benchmarks/results/full_data.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from td3rec.data import PreprocessConfig, load_dataset
+from td3rec.models.registry import MODEL_NAMES
+from td3rec.training.config import TrainConfig
+from td3rec.training.trainer import train_full_data
+from td3rec.utils.atomic import write_json, write_text
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["ml-100k", "amazon-beauty"])
+    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--valid-metric", default="full:NDCG@10")
+    parser.add_argument("--set", action="append", default=[], metavar="DATASET:MODEL:KEY=VALUE",
+                        help="per-dataset model option, e.g. amazon-beauty:sasrec:hidden_size=64")
+    parser.add_argument("--name", default="full_data", help="results file stem")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    options: dict[tuple[str, str], dict] = {}
+    for text in args.set:
+        ds, model, kv = text.split(":", 2)
+        key, value = kv.split("=", 1)
+        options.setdefault((ds, model), {})[key] = json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
+
+    rows = []
+    for name in args.datasets:
+        dataset = load_dataset(name)
+        for model in args.models:
+            runs = []
+            for seed in range(args.seeds):
+                cfg = TrainConfig(model=model, seed=seed, epochs=args.epochs, patience=args.patience,
+                                  valid_metric=args.valid_metric, keep_trajectory=False, device="cpu",
+                                  model_options=options.get((name, model), {}))
+                start = time.perf_counter()
+                res = train_full_data(dataset, cfg, progress=False)
+                runs.append({"seed": seed, "test": res.test, "best_epoch": res.best_epoch,
+                             "epochs_run": len(res.history), "seconds_per_epoch": res.seconds_per_epoch,
+                             "seconds": time.perf_counter() - start})
+                print(f"{name} {model} seed {seed}: full NDCG@10 {res.test['full']['NDCG@10']:.4f} "
+                      f"uni100 NDCG@10 {res.test['uni100']['NDCG@10']:.4f} best epoch {res.best_epoch}", flush=True)
+            rows.append({"dataset": name, "model": model, "model_options": options.get((name, model), {}),
+                         "users": dataset.n_users, "items": dataset.n_items,
+                         "interactions": dataset.n_interactions, "preprocessing": dataset.preprocessing,
+                         "runs": runs, **_aggregate(runs)})
+    meta = {"command": " ".join(["python"] + sys.argv), "torch": torch.__version__, "platform": platform.platform(),
+            "threads": torch.get_num_threads(), "valid_metric": args.valid_metric, "patience": args.patience}
+    write_json(RESULTS / f"{args.name}.json", {"meta": meta, "rows": rows})
+    write_text(RESULTS / f"{args.name}.md", _markdown(rows, meta))
+    print(_markdown(rows, meta))
+
+
+def _aggregate(runs: list[dict]) -> dict:
+    out = {}
+    for protocol in ("full", "uni100"):
+        for metric in ("HR@10", "NDCG@10"):
+            values = [r["test"][protocol][metric] for r in runs]
+            out[f"{protocol}:{metric}"] = (statistics.mean(values), statistics.pstdev(values))
+    out["best_epoch_median"] = statistics.median(r["best_epoch"] for r in runs)
+    out["seconds_per_epoch_median"] = statistics.median(r["seconds_per_epoch"] for r in runs)
+    return out
+
+
+def _markdown(rows: list[dict], meta: dict) -> str:
+    lines = ["# Full-data learners (test users, leave-one-out)", "",
+             f"Command: `{meta['command']}`  ", f"torch {meta['torch']}, {meta['threads']} threads, {meta['platform']}; "
+             f"early stopping on {meta['valid_metric']} (patience {meta['patience']}).", "",
+             "| dataset | model | full HR@10 | full NDCG@10 | uni100 HR@10 | uni100 NDCG@10 | best epoch (median) | s/epoch (median) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = [f"{r[k][0]:.4f} ± {r[k][1]:.4f}" for k in ("full:HR@10", "full:NDCG@10", "uni100:HR@10", "uni100:NDCG@10")]
+        lines.append(f"| {r['dataset']} | {r['model']} | " + " | ".join(cells) +
+                     f" | {r['best_epoch_median']:.0f} | {r['seconds_per_epoch_median']:.1f} |")
+    lines.append("")
+    lines.append("Mean ± population std over seeds " + ", ".join(sorted({str(len(r['runs'])) for r in rows})) + ".")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

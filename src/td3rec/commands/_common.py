@@ -1,0 +1,45 @@
+"""Options shared by several sub-commands: config file, overrides, output folder, device."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from td3rec.errors import ConfigError
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE.yaml`` and repeatable ``--set key=value`` overrides."""
+    parser.add_argument("--config", metavar="FILE", help="YAML file with settings (see README for every key)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set eval.batch_size=512 (repeatable)")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, default_hint: str) -> None:
+    """``--out DIR`` and ``--overwrite``."""
+    parser.add_argument("--out", metavar="DIR", help=f"output folder (default: {default_hint})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def check_output_dir(path: str | Path, overwrite: bool) -> None:
+    """Fail before any work starts if the output folder exists (non-empty) without ``--overwrite``."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output path {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"output folder {out} already exists; pass --overwrite to replace it or choose another --out")
+
+
+def prepare_output_dir(path: str | Path, overwrite: bool) -> Path:
+    """Create the output folder (emptying it first when ``overwrite`` is set); returns its path."""
+    check_output_dir(path, overwrite)
+    out = Path(path)
+    if out.is_dir() and any(out.iterdir()):
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create output folder {out}: {err.strerror}") from None
+    return out

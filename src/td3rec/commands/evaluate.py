@@ -1,0 +1,106 @@
+"""``td3rec evaluate``: train learners on a summary, a real subset or the full data and test them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args
+from td3rec.config import load_config
+from td3rec.errors import ConfigError
+from td3rec.evaluation.initialisation import PROTOCOLS
+from td3rec.evaluation.suite import DataSpec, SuiteConfig, run_suite
+from td3rec.models.registry import MODEL_NAMES
+from td3rec.training.checkpoint import load_checkpoint
+from td3rec.utils.atomic import write_json
+from td3rec.utils.device import resolve_device
+
+NAME = "evaluate"
+HELP = "train learners on a summary / real subset / full data for a fixed schedule and test them"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataset_arguments(parser, positional=False)
+    parser.add_argument("--summary", action="append", default=[], metavar="FILE",
+                        help="a summary file (.safetensors) to evaluate (repeatable)")
+    parser.add_argument("--subset", action="append", default=[], choices=["random", "longest"],
+                        help="also evaluate a real-subset baseline of --n users (repeatable)")
+    parser.add_argument("--n", type=int, default=30, help="users in each real subset (default 30)")
+    parser.add_argument("--whole", action="store_true", help="also train on the full data (early stopping)")
+    parser.add_argument("--arch", default="sasrec",
+                        help=f"comma-separated learner architectures: {','.join(MODEL_NAMES)} (default sasrec)")
+    parser.add_argument("--init", default="reference,shared-item-factor,scratch",
+                        help="comma-separated initialisation protocols (default all three)")
+    parser.add_argument("--teacher", action="append", default=[], metavar="RUN_DIR",
+                        help="a `td3rec train` run of some architecture (needed by --init reference; repeatable)")
+    parser.add_argument("--seeds", type=int, default=3, help="learners per cell (default 3)")
+    parser.add_argument("--steps", type=int, help="training steps per learner (default 200)")
+    parser.add_argument("--split", choices=["test", "valid"], default="test", help="users to measure (default test)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--config", metavar="FILE", help="YAML with SuiteConfig settings")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a SuiteConfig setting, e.g. training.lr=0.001")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+
+
+def _csv(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    items = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in items if x not in allowed]
+    if bad or not items:
+        raise ConfigError(f"unknown {what} {bad[0] if bad else text!r}; choose from {', '.join(allowed)}")
+    return items
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.steps is not None:
+        overrides.append(f"training.steps={args.steps}")
+    config = load_config(SuiteConfig, args.config, overrides)
+    config.archs = _csv(args.arch, MODEL_NAMES, "architecture")
+    config.inits = _csv(args.init, PROTOCOLS, "initialisation")
+    config.seeds = args.seeds
+    config.split = args.split
+    if config.seeds <= 0 or config.training.steps <= 0:
+        raise ConfigError("--seeds and --steps must be positive")
+    specs = [DataSpec("summary", path=p) for p in args.summary] + [DataSpec(k, n=args.n) for k in args.subset]
+    if args.whole:
+        specs.append(DataSpec("whole"))
+    if not specs:
+        raise ConfigError("nothing to evaluate: give --summary FILE, --subset random|longest or --whole")
+    for p in args.summary:
+        if not Path(p).is_file():
+            raise ConfigError(f"summary {p} does not exist")
+    device = resolve_device(args.device)
+    dataset = dataset_from_args(args)
+    teachers = {}
+    for run_dir in args.teacher:
+        model, meta = load_checkpoint(Path(run_dir) / "best.pt", device)
+        if meta.get("fingerprint") != dataset.fingerprint():
+            raise ConfigError(f"teacher {run_dir} was trained on different data than {dataset.name!r}")
+        teachers[meta["model"]] = model.eval()
+        config.max_len = model.max_len
+    rows = run_suite(dataset, specs, config, device, teachers)
+    print(format_rows(rows, config.eval.protocols))
+    if args.json:
+        write_json(args.json, {"dataset": dataset.name, "fingerprint": dataset.fingerprint(), "split": config.split,
+                               "steps": config.training.steps, "seeds": config.seeds, "rows": rows})
+        print(f"results: {args.json}")
+    return 0
+
+
+def format_rows(rows: list[dict], protocols: tuple[str, ...], metrics: tuple[str, ...] = ("HR@10", "NDCG@10")) -> str:
+    """A text table: one line per (data, arch, init), mean ± std of each protocol's metrics."""
+    cols = [f"{p}:{m}" for p in protocols for m in metrics]
+    head = f"{'data':<28} {'arch':<9} {'init':<20} " + " ".join(f"{c:>17}" for c in cols)
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        cells = []
+        for p in protocols:
+            for m in metrics:
+                cells.append(f"{r['mean'][p][m]:.4f} ± {r['std'][p][m]:.4f}".rjust(17))
+        init = r["init"].split(" ")[0]
+        lines.append(f"{r['data'][:28]:<28} {r['arch']:<9} {init:<20} " + " ".join(cells))
+    return "\n".join(lines)

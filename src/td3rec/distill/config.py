@@ -1,0 +1,137 @@
+"""Settings of TD3 distillation (``td3rec distill``); defaults are the TD3 reference settings on ML-100k."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from td3rec.errors import ConfigError
+from td3rec.evaluation.evaluator import EvalConfig
+
+INIT_PROTOCOLS = ("reference", "shared-item-factor", "scratch")
+RESET_MODES = ("epoch", "step", "random")
+
+
+@dataclass
+class InnerConfig:
+    """The inner problem: training a learner on the synthetic summary.
+
+    Attributes:
+        optimizer: ``adam`` (reference) or ``sgd``.
+        lr: inner learning rate (reference 0.005).
+        weight_decay: inner L2 weight decay (reference 5e-5).
+        momentum: SGD momentum (ignored by Adam).
+        batch_size: synthetic sequences per inner step (reference 15), taken in a fixed cyclic order.
+        augment: add the random-cut-position objective to the last-position objective (TD3 augmentation).
+        freeze_item_embedding: keep the learner's item embedding fixed during inner steps (the reference
+            configuration asked for it but its code never froze it).
+    """
+
+    optimizer: str = "adam"
+    lr: float = 0.005
+    weight_decay: float = 5e-5
+    momentum: float = 0.0
+    batch_size: int = 15
+    augment: bool = True
+    freeze_item_embedding: bool = False
+
+
+@dataclass
+class DistillConfig:
+    """TD3 distillation.
+
+    Attributes:
+        model: distillation architecture (the learner in the inner loop and the teacher), default sasrec.
+        max_len: real input length L used by the teacher and the real batches.
+        n_sequences: synthetic sequences n (reference ML-100k 30).
+        seq_len: synthetic sequence length (reference ML-100k 50).
+        d1: user-factor rank; d2: temporal-factor rank (d3 = teacher hidden size, from V).
+        init_std: standard deviation of the normal initialisation of U and T (G: N(0, 2/(d2·d3)), as the reference).
+        learn_item_factor: learn V instead of keeping the teacher's item embedding (ablation).
+        inner: inner-loop settings.
+        inner_steps: maximum unroll length (reference 200).
+        window: steps kept in the graph at the end of each unroll (reference 40); ``window == inner_steps``
+            disables RaT-BPTT (fixed full unroll).
+        random_unroll: draw the unroll length uniformly in ``[window, inner_steps]`` each outer step
+            (RaT-BPTT); false = always ``inner_steps``.
+        reset: learner start reset: ``epoch`` (random teacher checkpoint once per outer epoch, reference),
+            ``step`` (every outer step) or ``random`` (random initialisation every outer epoch).
+        trajectory_epochs: ``[first, last]`` teacher epochs to draw learner starts from (reference 5..30).
+        real_batch_size: real examples per outer step (reference 4096).
+        feature_weight: λ, weight of the MSE to the teacher's features (0 = no feature alignment).
+        outer_lr / outer_weight_decay: Adam on U, T, G (reference 0.03, 1e-4), cosine schedule.
+        grad_clip: gradient-norm clip of the outer update (reference 1.0; 0 = off).
+        epochs: outer epochs (passes over the real training examples; reference 30).
+        max_steps: stop after this many outer steps in total (0 = no limit), for short runs.
+        eval_every: validate every this many outer epochs (0 = only at the end).
+        eval_init: initialisation protocol of the validation learners (see DESIGN §5).
+        eval_learners: number of validation learners (seeds) averaged per validation.
+        eval_steps: training steps of each validation learner (reference 200).
+        select_metric: ``PROTOCOL:METRIC`` that picks the best summary (reference uni100:MRR@10).
+        chunk_size: item-chunk size of the read-out and logsumexp (None = one chunk).
+        seed: random seed.
+        device: auto, cpu or cuda.
+        eval: metric settings for validation.
+    """
+
+    model: str = "sasrec"
+    max_len: int = 50
+    n_sequences: int = 30
+    seq_len: int = 50
+    d1: int = 8
+    d2: int = 8
+    init_std: float = 0.02
+    learn_item_factor: bool = False
+    inner: InnerConfig = field(default_factory=InnerConfig)
+    inner_steps: int = 200
+    window: int = 40
+    random_unroll: bool = True
+    reset: str = "epoch"
+    trajectory_epochs: tuple[int, int] = (5, 30)
+    real_batch_size: int = 4096
+    feature_weight: float = 1.0
+    outer_lr: float = 0.03
+    outer_weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    epochs: int = 30
+    max_steps: int = 0
+    eval_every: int = 1
+    eval_init: str = "reference"
+    eval_learners: int = 1
+    eval_steps: int = 200
+    select_metric: str = "uni100:MRR@10"
+    chunk_size: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        """Reject impossible or inconsistent settings before any work starts."""
+        positive = ("max_len", "n_sequences", "seq_len", "d1", "d2", "inner_steps", "window", "real_batch_size",
+                    "epochs", "eval_learners", "eval_steps")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.inner.batch_size <= 0 or self.inner.lr <= 0:
+            raise ConfigError("inner.batch_size and inner.lr must be positive")
+        if self.inner.batch_size > self.n_sequences:
+            raise ConfigError(f"inner.batch_size {self.inner.batch_size} exceeds n_sequences {self.n_sequences}")
+        if self.window > self.inner_steps:
+            raise ConfigError(f"window {self.window} is larger than inner_steps {self.inner_steps}")
+        if self.seq_len < 2:
+            raise ConfigError("seq_len must be at least 2 (one input position and one target)")
+        if self.inner.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"inner.optimizer must be adam or sgd, not {self.inner.optimizer!r}")
+        if self.reset not in RESET_MODES:
+            raise ConfigError(f"reset must be one of {', '.join(RESET_MODES)}, not {self.reset!r}")
+        if self.eval_init not in INIT_PROTOCOLS:
+            raise ConfigError(f"eval_init must be one of {', '.join(INIT_PROTOCOLS)}, not {self.eval_init!r}")
+        if self.feature_weight < 0 or self.outer_lr <= 0 or self.grad_clip < 0 or self.max_steps < 0:
+            raise ConfigError("feature_weight, grad_clip and max_steps must be >= 0 and outer_lr > 0")
+        first, last = self.trajectory_epochs
+        if first < 1 or last < first:
+            raise ConfigError(f"trajectory_epochs must be [first, last] with 1 <= first <= last, got {self.trajectory_epochs}")
+        protocol, _, metric = self.select_metric.partition(":")
+        if protocol not in self.eval.protocols or not metric:
+            raise ConfigError(f"select_metric {self.select_metric!r} must be PROTOCOL:METRIC with a protocol in {list(self.eval.protocols)}")
+        if self.chunk_size is not None and self.chunk_size <= 0:
+            raise ConfigError("chunk_size must be positive or None")

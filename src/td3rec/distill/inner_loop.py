@@ -1,0 +1,136 @@
+"""The differentiable inner loop: a learner trained on the summary with RaT-BPTT (DESIGN §4.2–4.3).
+
+The learner is a module used through ``torch.func.functional_call`` with an explicit parameter dictionary, so
+that every inner update is an ordinary tensor expression. Steps before the window run on detached tensors
+(no graph to the summary); the last ``window`` steps keep the graph (``create_graph=True``), so the outer loss
+back-propagates into the summary only through them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.func import functional_call
+
+from td3rec.distill.config import InnerConfig
+from td3rec.distill.functional_optim import FunctionalOptimizer, make_functional_optimizer
+from td3rec.distill.objective import draw_cut_positions, sequence_loss
+from td3rec.models.base import SequentialRecommender
+from td3rec.summary.readout import soft_readout
+
+EMBEDDING_KEY = "item_embedding.weight"
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass
+class LearnerState:
+    """Where the inner learner stands: its parameters, its optimiser state and its inner-step counter."""
+
+    params: Params
+    opt_state: Any
+    step: int = 0
+
+    def detached(self) -> "LearnerState":
+        """A copy cut from any graph (carried from one outer step to the next)."""
+        return LearnerState(_detach(self.params), _detach(self.opt_state), self.step)
+
+
+def _detach(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach()
+    if isinstance(obj, dict):
+        return {k: _detach(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_detach(v) for v in obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return type(obj)(**{k: _detach(getattr(obj, k)) for k in obj.__dataclass_fields__})
+    return obj
+
+
+class InnerLoop:
+    """Trains a learner functionally on synthetic sequences given by the core product ``W`` and item factor ``V``."""
+
+    def __init__(self, model: SequentialRecommender, config: InnerConfig, n_sequences: int,
+                 chunk_size: int | None = None) -> None:
+        self.model = model
+        self.config = config
+        self.n_sequences = n_sequences
+        self.chunk_size = chunk_size
+        self.optimizer: FunctionalOptimizer = make_functional_optimizer(
+            config.optimizer, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum
+        )
+        names = [name for name, _ in model.named_parameters()]
+        self.trainable = [n for n in names if not (config.freeze_item_embedding and n == EMBEDDING_KEY)]
+
+    # -- state ------------------------------------------------------------------------------------
+    def start(self, params: Params) -> LearnerState:
+        """A fresh learner state (new optimiser state) at ``params``."""
+        params = {k: v.detach().clone() for k, v in params.items()}
+        return LearnerState(params, self.optimizer.init({k: params[k] for k in self.trainable}), 0)
+
+    def rows(self, step: int) -> torch.Tensor:
+        """Synthetic rows of inner step ``step``: fixed cyclic order over the summary in batches."""
+        b = self.config.batch_size
+        start = (step * b) % self.n_sequences
+        return (torch.arange(b) + start) % self.n_sequences
+
+    # -- one step ---------------------------------------------------------------------------------
+    def loss(self, params: Params, W_rows: torch.Tensor, V: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The augmented soft objective of the learner at ``params`` on synthetic rows with core product ``W_rows``."""
+        n_items = self.model.n_items
+        E = params[EMBEDDING_KEY][1 : n_items + 1]
+        inputs = soft_readout(W_rows, V, E, self.chunk_size)
+        full = torch.full((inputs.shape[0],), inputs.shape[1], dtype=torch.long, device=inputs.device)
+        cuts = draw_cut_positions(full, generator) if self.config.augment else None
+
+        def encode(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.model, params, (x, lengths))
+
+        return sequence_loss(encode, inputs, full, E, self.config.augment, cuts, self.chunk_size)
+
+    def step(self, state: LearnerState, W: torch.Tensor, V: torch.Tensor, differentiable: bool,
+             generator: torch.Generator | None = None) -> LearnerState:
+        """One inner update. ``differentiable``: keep the graph (to ``W`` and through the update itself)."""
+        rows = self.rows(state.step).to(W.device)
+        if differentiable:
+            params = state.params
+        else:
+            W = W.detach()
+            params = {k: v.detach().requires_grad_(k in self.trainable) for k, v in state.params.items()}
+        loss = self.loss(params, W[rows], V, generator)
+        grads = torch.autograd.grad(loss, [params[k] for k in self.trainable], create_graph=differentiable)
+        trainable = {k: params[k] for k in self.trainable}
+        grad_dict = dict(zip(self.trainable, grads))
+        if differentiable:
+            new, opt_state = self.optimizer.step(trainable, grad_dict, state.opt_state)
+        else:
+            with torch.no_grad():
+                new, opt_state = self.optimizer.step(
+                    {k: v.detach() for k, v in trainable.items()}, grad_dict, state.opt_state
+                )
+        merged = dict(params if differentiable else {k: v.detach() for k, v in params.items()})
+        merged.update(new)
+        return LearnerState(merged, opt_state, state.step + 1)
+
+    def unroll(self, state: LearnerState, W: torch.Tensor, V: torch.Tensor, n_steps: int, window: int,
+               generator: torch.Generator | None = None) -> LearnerState:
+        """``n_steps`` inner updates; only the last ``window`` keep the graph to ``W`` (RaT-BPTT)."""
+        window = min(window, n_steps)
+        for _ in range(n_steps - window):
+            state = self.step(state, W, V, differentiable=False, generator=generator)
+        if window > 0:
+            params = {k: v.detach().requires_grad_(k in self.trainable) for k, v in state.params.items()}
+            state = LearnerState(params, _detach(state.opt_state), state.step)
+            for _ in range(window):
+                state = self.step(state, W, V, differentiable=True, generator=generator)
+        return state
+
+
+def draw_unroll_length(inner_steps: int, window: int, random_unroll: bool, generator: torch.Generator) -> int:
+    """RaT-BPTT unroll length: uniform in ``[window, inner_steps]`` (or ``inner_steps`` when not random)."""
+    if not random_unroll or window >= inner_steps:
+        return inner_steps
+    return int(torch.randint(window, inner_steps + 1, (1,), generator=generator))

@@ -1,0 +1,148 @@
+"""Evaluate several kinds of training data (summaries, real subsets, the whole data) across architectures and
+initialisation protocols, with several seeds: the table behind ``td3rec evaluate``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from td3rec.data.sequences import LeaveOneOutSplit, SequenceDataset, leave_one_out
+from td3rec.evaluation.evaluator import EvalConfig
+from td3rec.evaluation.learner_training import LearnerTrainingConfig
+from td3rec.evaluation.sources import HardSequences, SoftSequences
+from td3rec.evaluation.summary_eval import evaluate_sources, mean_std
+from td3rec.models.base import SequentialRecommender
+from td3rec.summary.io import load_summary
+from td3rec.summary.readout import tucker_core_product
+from td3rec.summary.real_subset import real_subset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataSpec:
+    """One kind of training data: ``kind`` is summary, random, longest or whole."""
+
+    kind: str
+    path: str | None = None
+    n: int = 30
+
+    @property
+    def label(self) -> str:
+        if self.kind == "summary":
+            return f"summary:{Path(self.path).name}"
+        if self.kind == "whole":
+            return "whole"
+        return f"{self.kind}-{self.n}"
+
+
+@dataclass
+class SuiteConfig:
+    """Settings of an evaluation suite.
+
+    Attributes:
+        archs: learner architectures to train on each kind of data.
+        inits: initialisation protocols (reference, shared-item-factor, scratch).
+        seeds: number of seeds (learners) per cell.
+        split: ``test`` (default) or ``valid`` users.
+        max_len: learner input length L.
+        training: how learners are trained on summaries and subsets.
+        whole_epochs / whole_patience: early-stopped full-data training for the Whole baseline.
+        eval: metric settings.
+    """
+
+    archs: tuple[str, ...] = ("sasrec",)
+    inits: tuple[str, ...] = ("reference", "shared-item-factor", "scratch")
+    seeds: int = 3
+    split: str = "test"
+    max_len: int = 50
+    training: LearnerTrainingConfig = field(default_factory=LearnerTrainingConfig)
+    whole_epochs: int = 200
+    whole_patience: int = 10
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def summary_source(path: str, dataset: SequenceDataset, device: torch.device) -> SoftSequences:
+    """Load a TD3 summary checked against ``dataset`` and give it as soft training data."""
+    tensors, _ = load_summary(path, expected_fingerprint=dataset.fingerprint())
+    W = tucker_core_product(tensors["G"], tensors["U"], tensors["T"])
+    return SoftSequences(W.to(device), tensors["V"].to(device))
+
+
+def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConfig, device: torch.device,
+              teachers: dict[str, SequentialRecommender] | None = None) -> list[dict]:
+    """One result row per (data, architecture, initialisation); inapplicable cells are skipped with a reason."""
+    from td3rec.training.config import TrainConfig
+    from td3rec.training.trainer import train_full_data
+
+    teachers = teachers or {}
+    split: LeaveOneOutSplit = leave_one_out(dataset)
+    rows: list[dict] = []
+    shared_V = None
+    for spec in specs:
+        if spec.kind == "summary":
+            shared_V = summary_source(spec.path, dataset, device).V
+            break
+    for spec in specs:
+        if spec.kind == "whole":
+            for arch in config.archs:
+                runs, seconds = [], []
+                for seed in range(config.seeds):
+                    start = time.perf_counter()
+                    res = train_full_data(dataset, TrainConfig(model=arch, max_len=config.max_len, seed=seed,
+                                                               epochs=config.whole_epochs, patience=config.whole_patience,
+                                                               device=str(device), eval=config.eval,
+                                                               keep_trajectory=False), progress=False)
+                    seconds.append(time.perf_counter() - start)
+                    runs.append(res.test if config.split == "test" else res.valid)
+                mean, std = mean_std(runs)
+                rows.append({"data": spec.label, "arch": arch, "init": "scratch (full training, early stopping)",
+                             "mean": mean, "std": std, "runs": runs, "train_seconds": seconds})
+            continue
+        source = summary_source(spec.path, dataset, device) if spec.kind == "summary" else \
+            real_subset(split, spec.kind, spec.n, config.max_len, seed=0)
+        for arch in config.archs:
+            teacher = teachers.get(arch)
+            for init in config.inits:
+                if init == "reference" and teacher is None:
+                    log.warning("skipping %s / %s / reference: no %s teacher given", spec.label, arch, arch)
+                    continue
+                if init == "shared-item-factor":
+                    V = source.V if spec.kind == "summary" else (shared_V if shared_V is not None else
+                        (teacher.item_vectors().detach() if teacher is not None else None))
+                    if V is None:
+                        log.warning("skipping %s / %s / shared-item-factor: no item factor (give a summary or a teacher)",
+                                    spec.label, arch)
+                        continue
+                    if V.shape[1] != _hidden_size(arch, config, teacher):
+                        log.warning("skipping %s / %s / shared-item-factor: V has %d columns, the learner %d",
+                                    spec.label, arch, V.shape[1], _hidden_size(arch, config, teacher))
+                        continue
+                    if spec.kind != "summary":
+                        source = HardSequences(source.ids, source.full_lengths, V)
+                log.info("evaluating %s with %s (%s initialisation, %d seeds)", spec.label, arch, init, config.seeds)
+                res = evaluate_sources(source, split, arch=arch, protocol=init, seeds=range(config.seeds),
+                                       which=config.split, max_len=config.max_len, eval_config=config.eval,
+                                       device=device, training=config.training, teacher=teacher,
+                                       model_options=_options(teacher))
+                rows.append({"data": spec.label, **res})
+    return rows
+
+
+def _options(teacher: SequentialRecommender | None) -> dict | None:
+    import dataclasses
+
+    return dataclasses.asdict(teacher.config) if teacher is not None else None
+
+
+def _hidden_size(arch: str, config: SuiteConfig, teacher: SequentialRecommender | None) -> int:
+    from td3rec.models.registry import build_model
+
+    if teacher is not None:
+        return teacher.hidden_size
+    return build_model(arch, 2, config.max_len).hidden_size
+

@@ -1,0 +1,66 @@
+"""Settings of full-data training (``td3rec train``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from td3rec.errors import ConfigError
+from td3rec.evaluation.evaluator import EvalConfig
+
+
+@dataclass
+class TrainConfig:
+    """Full-data training of one learner with early stopping on a validation metric.
+
+    Attributes:
+        model: learner architecture: sasrec, gru4rec, narm or bert4rec.
+        model_options: overrides of the learner's own config (e.g. ``{hidden_size: 64, n_layers: 2}``).
+        max_len: maximum input sequence length L (older items are cut).
+        epochs: maximum number of epochs (passes over every training prefix).
+        batch_size: training examples per optimiser step.
+        lr: Adam learning rate.
+        weight_decay: Adam (L2) weight decay.
+        patience: stop after this many epochs without improvement of ``valid_metric``.
+        valid_metric: ``PROTOCOL:METRIC`` used for early stopping and the best checkpoint, e.g.
+            ``full:NDCG@10`` (full ranking) or ``uni100:MRR@10``.
+        keep_trajectory: keep one checkpoint per epoch (distillation samples learner starts from them).
+        seed: seed of initialisation, shuffling, dropout and negative sampling.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        eval: evaluation settings (metrics, protocols, batch size).
+    """
+
+    model: str = "sasrec"
+    model_options: dict = field(default_factory=dict)
+    max_len: int = 50
+    epochs: int = 200
+    batch_size: int = 2048
+    lr: float = 0.001
+    weight_decay: float = 0.0
+    patience: int = 10
+    valid_metric: str = "full:NDCG@10"
+    keep_trajectory: bool = True
+    seed: int = 0
+    device: str = "auto"
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        """Reject impossible settings before any work starts."""
+        for name in ("max_len", "epochs", "batch_size", "patience"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        protocol, _, metric = self.valid_metric.partition(":")
+        if not metric:
+            raise ConfigError(f"valid_metric {self.valid_metric!r} must look like PROTOCOL:METRIC, e.g. full:NDCG@10")
+        if protocol not in self.eval.protocols:
+            raise ConfigError(
+                f"valid_metric protocol {protocol!r} is not among the evaluated protocols {list(self.eval.protocols)}"
+            )
+        name, _, k = metric.partition("@")
+        if name not in ("HR", "NDCG", "MRR") or not k.isdigit() or int(k) not in self.eval.ks:
+            raise ConfigError(
+                f"valid_metric {self.valid_metric!r}: metric must be HR, NDCG or MRR at one of ks {list(self.eval.ks)}"
+            )
