@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--valid-metric", default="full:NDCG@10")
+    parser.add_argument("--mode", default="window", choices=["prefix", "window"], help="training examples")
     parser.add_argument("--set", action="append", default=[], metavar="DATASET:MODEL:KEY=VALUE",
                         help="per-dataset model option, e.g. amazon-beauty:sasrec:hidden_size=64")
     parser.add_argument("--name", default="full_data", help="results file stem")
@@ -58,7 +59,7 @@ def main() -> None:
             runs = []
             for seed in range(args.seeds):
                 cfg = TrainConfig(model=model, seed=seed, epochs=args.epochs, patience=args.patience,
-                                  valid_metric=args.valid_metric, keep_trajectory=False, device="cpu",
+                                  valid_metric=args.valid_metric, keep_trajectory=False, device="cpu", mode=args.mode,
                                   model_options=options.get((name, model), {}))
                 start = time.perf_counter()
                 res = train_full_data(dataset, cfg, progress=False)
@@ -72,7 +73,8 @@ def main() -> None:
                          "interactions": dataset.n_interactions, "preprocessing": dataset.preprocessing,
                          "runs": runs, **_aggregate(runs)})
     meta = {"command": " ".join(["python"] + sys.argv), "torch": torch.__version__, "platform": platform.platform(),
-            "threads": torch.get_num_threads(), "valid_metric": args.valid_metric, "patience": args.patience}
+            "threads": torch.get_num_threads(), "valid_metric": args.valid_metric, "patience": args.patience,
+            "mode": args.mode}
     write_json(RESULTS / f"{args.name}.json", {"meta": meta, "rows": rows})
     write_text(RESULTS / f"{args.name}.md", _markdown(rows, meta))
     print(_markdown(rows, meta))
@@ -92,7 +94,7 @@ def _aggregate(runs: list[dict]) -> dict:
 def _markdown(rows: list[dict], meta: dict) -> str:
     lines = ["# Full-data learners (test users, leave-one-out)", "",
              f"Command: `{meta['command']}`  ", f"torch {meta['torch']}, {meta['threads']} threads, {meta['platform']}; "
-             f"early stopping on {meta['valid_metric']} (patience {meta['patience']}).", "",
+             f"{meta['mode']} training examples; early stopping on {meta['valid_metric']} (patience {meta['patience']}).", "",
              "| dataset | model | full HR@10 | full NDCG@10 | uni100 HR@10 | uni100 NDCG@10 | best epoch (median) | s/epoch (median) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

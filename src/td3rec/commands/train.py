@@ -25,13 +25,15 @@ log = logging.getLogger(__name__)
 #: command-line flags that are shortcuts for config keys
 _SHORTCUTS = {
     "model": "model", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "max_len": "max_len",
-    "seed": "seed", "device": "device", "valid_metric": "valid_metric", "patience": "patience",
+    "seed": "seed", "mode": "mode", "device": "device", "valid_metric": "valid_metric", "patience": "patience",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser, positional=False)
     parser.add_argument("--model", help="sasrec (default), gru4rec, narm or bert4rec")
+    parser.add_argument("--mode", choices=["prefix", "window"],
+                        help="training examples: prefix (every prefix, reference; default) or window (fast)")
     parser.add_argument("--epochs", type=int, help="maximum epochs (default 200)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default 2048)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (default 0.001)")

@@ -167,6 +167,39 @@ def prefix_examples(split: LeaveOneOutSplit, max_len: int) -> Examples:
     return _pack(histories, targets, users, max_len)
 
 
+def window_examples(split: LeaveOneOutSplit, max_len: int) -> Examples:
+    """Every training sequence cut from its end into windows of ``max_len + 1`` items (the first may be
+    shorter): the window's first ``max_len`` items are the input and its last item the target, and every
+    position inside the window is a next-item example whose context starts at the window's start.
+
+    This is the cheap alternative to :func:`prefix_examples` (one pass per window predicts up to ``max_len``
+    items instead of one): every training interaction after the first is a target exactly once.
+    """
+    histories, targets, users = [], [], []
+    for u, seq in enumerate(split.train):
+        end = len(seq)
+        while end >= 2:
+            start = max(0, end - max_len - 1)
+            histories.append(seq[start : end - 1])
+            targets.append(int(seq[end - 1]))
+            users.append(u)
+            end = start + 1 if start > 0 else 0
+    if not histories:
+        raise ValueError("no training examples: every training sequence has fewer than 2 items")
+    return _pack(histories, targets, users, max_len)
+
+
+def next_item_targets(examples: Examples) -> torch.Tensor:
+    """Per-position next items ``[N, L]`` of right-padded examples: position ``t`` is followed by input
+    ``t + 1``, and the last real position by the example's target; padding positions get 0."""
+    shifted = torch.zeros_like(examples.inputs)
+    shifted[:, :-1] = examples.inputs[:, 1:]
+    rows = torch.arange(len(examples))
+    shifted[rows, examples.lengths - 1] = examples.targets
+    valid = torch.arange(examples.inputs.shape[1]) < examples.lengths.unsqueeze(1)
+    return shifted * valid
+
+
 def evaluation_examples(split: LeaveOneOutSplit, which: str, max_len: int) -> Examples:
     """One example per user: ``valid`` predicts the validation target from the training sequence, ``test``
     predicts the test target from the training sequence plus the validation target."""

@@ -177,14 +177,14 @@ class Distiller:
                 state = state.detached()
                 global_step += 1
                 step_seconds.append(time.perf_counter() - start)
-                record = {"step": global_step, "epoch": epoch, "unroll": n_unroll, "loss": float(loss),
-                          "ce": float(ce), "mse": float(mse), "grad_norm": float(grad_norm),
+                record = {"step": global_step, "epoch": epoch, "unroll": n_unroll, "loss": float(loss.detach()),
+                          "ce": float(ce.detach()), "mse": float(mse.detach()), "grad_norm": float(grad_norm),
                           "lr": sched.get_last_lr()[0], "seconds": step_seconds[-1]}
                 if log_path is not None:
                     with open(log_path, "a", encoding="utf-8") as handle:
                         handle.write(json.dumps(record) + "\n")
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, ce=f"{float(ce):.3f}", mse=f"{float(mse):.3f}", N=n_unroll)
+                bar.set_postfix(epoch=epoch, ce=f"{float(ce.detach()):.3f}", mse=f"{float(mse.detach()):.3f}", N=n_unroll)
             last_epoch = (cfg.max_steps and global_step >= cfg.max_steps) or epoch == cfg.epochs
             if (cfg.eval_every and epoch % cfg.eval_every == 0) or last_epoch:
                 valid = self._validate(summary, teacher, split)

@@ -110,7 +110,13 @@ def evaluation_negatives(
     if key not in cache:
         rng_seed = [int(seed), _WHICH_ID[which], _STRATEGY_ID[strategy], int(n_negatives)]
         logger.debug("drawing %s negatives x%d for %s users (seed %s)", strategy, n_negatives, which, seed)
-        cache[key] = sample_negatives(split, split.n_items, n_negatives, strategy, seed=rng_seed)
+        try:
+            cache[key] = sample_negatives(split, split.n_items, n_negatives, strategy, seed=rng_seed)
+        except ValueError as err:
+            raise ConfigError(
+                f"sampled evaluation with {n_negatives} negatives is impossible on this data ({err}); "
+                "evaluate with full ranking only, e.g. --set eval.protocols=[full]"
+            ) from None
     return cache[key]
 
 

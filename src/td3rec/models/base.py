@@ -91,6 +91,18 @@ class SequentialRecommender(nn.Module, ABC):
         Models with their own training objective (BERT4Rec's cloze) override this."""
         return self.loss(self.features(ids, lengths), targets)
 
+    def window_loss(self, ids: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Loss of a batch of training windows (``td3rec.data.sequences.window_examples``): next-item
+        cross-entropy at every real position, from one pass (:meth:`encode_prefixes`). BERT4Rec's cloze
+        objective already uses every position and overrides this."""
+        features = self.encode_prefixes(self.embed_ids(ids), lengths)
+        n = ids.shape[1]
+        valid = torch.arange(n, device=ids.device) < lengths.unsqueeze(1)
+        following = torch.zeros_like(ids)
+        following[:, :-1] = ids[:, 1:]
+        following[torch.arange(ids.shape[0], device=ids.device), lengths - 1] = targets
+        return self.loss(features[valid], following[valid])
+
     def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`encode`; lets ``torch.func.functional_call(model, params, (inputs, lengths))`` work."""
         return self.encode(inputs, lengths)

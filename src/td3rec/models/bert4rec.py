@@ -132,6 +132,10 @@ class BERT4Rec(SequentialRecommender):
         masked = self.draw_cloze_mask(lengths.to(ids.device), ids.shape[1], generator)
         return self.cloze_loss(ids, lengths, targets, masked)
 
+    def window_loss(self, ids: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The cloze objective already predicts masked items at every position of the window."""
+        return self.training_loss(ids, lengths, targets)
+
     # -- cloze objective ------------------------------------------------------------------------------
     def draw_cloze_mask(self, lengths: torch.Tensor, n_positions: int,
                         generator: torch.Generator | None = None) -> torch.Tensor:

@@ -107,6 +107,10 @@ class TuckerSummary(nn.Module):
         return size + (self.V.numel() if include_item_factor else 0)
 
     # -- the summary ----------------------------------------------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The four Tucker factors by name (``U``, ``T``, ``G``, ``V``), detached: what a summary file stores."""
+        return {"U": self.U.detach(), "T": self.T.detach(), "G": self.G.detach(), "V": self.V.detach()}
+
     def core_product(self, rows: Rows = None) -> torch.Tensor:
         """``W = G ×1 U ×2 T`` for the chosen synthetic sequences (all by default): ``[rows, L, d3]``."""
         return tucker_core_product(self.G, self.U[_index(rows, self.U.device)], self.T)

@@ -16,8 +16,12 @@ class TrainConfig:
         model: learner architecture: sasrec, gru4rec, narm or bert4rec.
         model_options: overrides of the learner's own config (e.g. ``{hidden_size: 64, n_layers: 2}``).
         max_len: maximum input sequence length L (older items are cut).
+        mode: ``prefix``: every prefix of every training sequence is one example with its next item (RecBole's
+            augmentation, as in the TD3 reference; cost ~ L x interactions per epoch); ``window``: sequences
+            cut into windows of L + 1 items, every position predicted in one pass (~ L times cheaper).
         epochs: maximum number of epochs (passes over every training prefix).
-        batch_size: training examples per optimiser step.
+        batch_size: training examples (prefix mode) per optimiser step.
+        window_batch_size: windows (window mode) per optimiser step.
         lr: Adam learning rate.
         weight_decay: Adam (L2) weight decay.
         patience: stop after this many epochs without improvement of ``valid_metric``.
@@ -32,8 +36,10 @@ class TrainConfig:
     model: str = "sasrec"
     model_options: dict = field(default_factory=dict)
     max_len: int = 50
+    mode: str = "prefix"
     epochs: int = 200
     batch_size: int = 2048
+    window_batch_size: int = 128
     lr: float = 0.001
     weight_decay: float = 0.0
     patience: int = 10
@@ -45,7 +51,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Reject impossible settings before any work starts."""
-        for name in ("max_len", "epochs", "batch_size", "patience"):
+        if self.mode not in ("prefix", "window"):
+            raise ConfigError(f"mode must be prefix or window, not {self.mode!r}")
+        for name in ("max_len", "epochs", "batch_size", "window_batch_size", "patience"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:

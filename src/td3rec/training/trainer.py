@@ -11,7 +11,13 @@ import torch
 from tqdm.auto import tqdm
 
 from td3rec.config import dump_yaml
-from td3rec.data.sequences import SequenceDataset, iterate_batches, leave_one_out, prefix_examples
+from td3rec.data.sequences import (
+    SequenceDataset,
+    iterate_batches,
+    leave_one_out,
+    prefix_examples,
+    window_examples,
+)
 from td3rec.evaluation.evaluator import evaluate
 from td3rec.models.registry import build_model
 from td3rec.training.checkpoint import save_checkpoint
@@ -57,7 +63,9 @@ def train_full_data(
     generator = seed_everything(config.seed)
 
     split = leave_one_out(dataset)
-    examples = prefix_examples(split, config.max_len)
+    window_mode = config.mode == "window"
+    examples = window_examples(split, config.max_len) if window_mode else prefix_examples(split, config.max_len)
+    batch_size = config.window_batch_size if window_mode else config.batch_size
     model = build_model(config.model, dataset.n_items, config.max_len, **config.model_options).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     fingerprint = dataset.fingerprint()
@@ -66,29 +74,32 @@ def train_full_data(
         write_json(run_path / "dataset.json", {
             "name": dataset.name, "fingerprint": fingerprint, "users": dataset.n_users,
             "items": dataset.n_items, "interactions": dataset.n_interactions,
-            "preprocessing": dataset.preprocessing, "training_examples": len(examples),
+            "preprocessing": dataset.preprocessing, "training_examples": len(examples), "mode": config.mode,
         })
-    log.info("training %s on %s: %d users, %d items, %d training examples, device %s",
-             config.model, dataset.name, dataset.n_users, dataset.n_items, len(examples), device)
+    log.info("training %s on %s: %d users, %d items, %d training %s, device %s", config.model, dataset.name,
+             dataset.n_users, dataset.n_items, len(examples), "windows" if window_mode else "examples", device)
 
     history: list[dict] = []
     best_value, best_epoch, best_state, stale = float("-inf"), 0, None, 0
     epoch_seconds: list[float] = []
-    n_batches = -(-len(examples) // config.batch_size)
+    n_batches = -(-len(examples) // batch_size)
     for epoch in range(1, config.epochs + 1):
         model.train()
         start = time.perf_counter()
         total = 0.0
-        bar = tqdm(iterate_batches(len(examples), config.batch_size, True, generator), total=n_batches,
+        bar = tqdm(iterate_batches(len(examples), batch_size, True, generator), total=n_batches,
                    desc=f"epoch {epoch}", leave=False, disable=None if progress else True)
         for index in bar:
             batch = examples.subset(index).to(device)
-            loss = model.training_loss(batch.inputs, batch.lengths, batch.targets)
+            if window_mode:
+                loss = model.window_loss(batch.inputs, batch.lengths, batch.targets)
+            else:
+                loss = model.training_loss(batch.inputs, batch.lengths, batch.targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(index)
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         epoch_seconds.append(time.perf_counter() - start)
         valid = evaluate(model, split, "valid", config.max_len, config.eval, device)
         value = metric_value(valid, config.valid_metric)
