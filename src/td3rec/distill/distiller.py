@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,7 +150,9 @@ class Distiller:
         skipped = 0
         log_path = self.run_dir / "steps.jsonl" if self.run_dir is not None else None
         bar = tqdm(total=total_steps, desc="distill", disable=None if self.progress else True)
+        epoch_seconds: list[float] = []
         for epoch in range(1, cfg.epochs + 1):
+            epoch_start = time.perf_counter()
             state = inner.start(self._start_params(teacher, generator))
             for index in iterate_batches(len(examples), cfg.real_batch_size, True, generator):
                 if cfg.max_steps and global_step >= cfg.max_steps:
@@ -185,6 +189,7 @@ class Distiller:
                         handle.write(json.dumps(record) + "\n")
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, ce=f"{float(ce.detach()):.3f}", mse=f"{float(mse.detach()):.3f}", N=n_unroll)
+            epoch_seconds.append(time.perf_counter() - epoch_start)
             last_epoch = (cfg.max_steps and global_step >= cfg.max_steps) or epoch == cfg.epochs
             if (cfg.eval_every and epoch % cfg.eval_every == 0) or last_epoch:
                 valid = self._validate(summary, teacher, split)
@@ -210,7 +215,9 @@ class Distiller:
             write_json(self.run_dir / "metrics.json", {
                 "status": "finished", "best_epoch": best_epoch, "select_metric": cfg.select_metric,
                 "best_value": best_value, "outer_steps": global_step, "skipped_steps": skipped,
-                "median_seconds_per_step": result.seconds_per_step, "history": history,
+                "median_seconds_per_step": result.seconds_per_step,
+                "median_seconds_per_epoch": sorted(epoch_seconds)[len(epoch_seconds) // 2],
+                "peak_rss_gib": peak_rss_gib(), "history": history,
                 "summary_parameters": summary.num_parameters(include_item_factor=False),
                 "summary_parameters_with_item_factor": summary.num_parameters(include_item_factor=True),
                 "real_interactions": self.dataset.n_interactions,
@@ -236,6 +243,12 @@ class Distiller:
             log.error("summary has non-finite values; %s not saved", name)
             return
         save_summary(self.run_dir / name, tensors, dict(meta, factor_shapes={k: list(v.shape) for k, v in tensors.items()}))
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far, in GiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
 
 
 def _model_options(model) -> dict:

@@ -60,7 +60,8 @@ def init_learner(
         if item_factor.shape != model.item_vectors().shape:
             raise ConfigError(
                 f"shared-item-factor: V has shape {tuple(item_factor.shape)} but {arch}'s item embedding needs "
-                f"{tuple(model.item_vectors().shape)}; set the learner's hidden size to {item_factor.shape[1]}"
+                f"{tuple(model.item_vectors().shape)}; set the learner's {type(model.config).feature_field} to "
+                f"{item_factor.shape[1]}"
             )
         with torch.no_grad():
             model.item_embedding.weight[1 : n_items + 1] = item_factor.to(model.item_embedding.weight)
