@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from td3rec.errors import ConfigError
 from td3rec.evaluation.evaluator import EvalConfig
+from td3rec.models.registry import make_model_config
+from td3rec.utils.device import resolve_device
 
 INIT_PROTOCOLS = ("reference", "shared-item-factor", "scratch")
 RESET_MODES = ("epoch", "step", "random")
@@ -111,6 +113,8 @@ class DistillConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        make_model_config(self.model)  # unknown architecture -> ConfigError
+        resolve_device(self.device)
         if self.inner.batch_size <= 0 or self.inner.lr <= 0:
             raise ConfigError("inner.batch_size and inner.lr must be positive")
         if self.inner.batch_size > self.n_sequences:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from td3rec.errors import ConfigError
 from td3rec.evaluation.evaluator import EvalConfig
+from td3rec.models.registry import make_model_config
+from td3rec.utils.device import resolve_device
 
 
 @dataclass
@@ -56,6 +58,8 @@ class TrainConfig:
         for name in ("max_len", "epochs", "batch_size", "window_batch_size", "patience"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        make_model_config(self.model, **self.model_options)  # unknown model or option -> ConfigError
+        resolve_device(self.device)
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.weight_decay < 0:
