@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from td3rec.data import PreprocessConfig, load_dataset
+from td3rec.data import load_dataset
 from td3rec.models.registry import MODEL_NAMES
 from td3rec.training.config import TrainConfig
 from td3rec.training.trainer import train_full_data
@@ -52,6 +52,9 @@ def main() -> None:
         key, value = kv.split("=", 1)
         options.setdefault((ds, model), {})[key] = json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
 
+    meta = {"command": " ".join(["python"] + sys.argv), "torch": torch.__version__, "platform": platform.platform(),
+            "threads": torch.get_num_threads(), "valid_metric": args.valid_metric, "patience": args.patience,
+            "mode": args.mode}
     rows = []
     for name in args.datasets:
         dataset = load_dataset(name)
@@ -72,12 +75,13 @@ def main() -> None:
                          "users": dataset.n_users, "items": dataset.n_items,
                          "interactions": dataset.n_interactions, "preprocessing": dataset.preprocessing,
                          "runs": runs, **_aggregate(runs)})
-    meta = {"command": " ".join(["python"] + sys.argv), "torch": torch.__version__, "platform": platform.platform(),
-            "threads": torch.get_num_threads(), "valid_metric": args.valid_metric, "patience": args.patience,
-            "mode": args.mode}
-    write_json(RESULTS / f"{args.name}.json", {"meta": meta, "rows": rows})
-    write_text(RESULTS / f"{args.name}.md", _markdown(rows, meta))
+            _write(rows, meta, args.name)  # after every model, so an interrupted run keeps what finished
     print(_markdown(rows, meta))
+
+
+def _write(rows: list[dict], meta: dict, name: str) -> None:
+    write_json(RESULTS / f"{name}.json", {"meta": meta, "rows": rows})
+    write_text(RESULTS / f"{name}.md", _markdown(rows, meta))
 
 
 def _aggregate(runs: list[dict]) -> dict:

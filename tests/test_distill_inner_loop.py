@@ -94,7 +94,7 @@ def test_gradient_reaches_summary_only_through_window_steps():
         state = inner.unroll(state, W_pre, f["V"], 2, 0, gen)  # the two pre-window steps
         state = inner.unroll(state, W_win, f["V"], 2, 2, gen)  # the window
         batch, teacher = real_batch()
-        return float(outer_loss(model, state.params, batch, teacher, 0.7, None)[0])
+        return float(outer_loss(model, state.params, batch, teacher, 0.7, None)[0].detach())
 
     U0 = f["U"].detach()
     eps = 1e-6

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from pathlib import Path
+from typing import TypeVar
 
+from td3rec.config import load_config
 from td3rec.errors import ConfigError
+
+C = TypeVar("C")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,4 +47,26 @@ def prepare_output_dir(path: str | Path, overwrite: bool) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"cannot create output folder {out}: {err.strerror}") from None
+    return out
+
+
+def config_from_args(cls: type[C], args: argparse.Namespace, shortcuts: dict[str, str]) -> C:
+    """Defaults of ``cls`` < ``--config`` file < ``--set`` overrides < shortcut flags (``--epochs`` ...),
+    validated before any work starts."""
+    overrides = list(args.overrides)
+    for flag, key in shortcuts.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    config = load_config(cls, args.config, overrides)
+    config.validate()
+    return config
+
+
+def default_output_dir(args: argparse.Namespace, template: str, **fields: object) -> str:
+    """``--out`` or ``template`` filled with the dataset's file/registry name and ``fields``; checked for
+    ``--overwrite`` right away."""
+    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(args.dataset).rstrip("/").split("/")[-1])
+    out = args.out or template.format(dataset=dataset, **fields)
+    check_output_dir(out, args.overwrite)
     return out

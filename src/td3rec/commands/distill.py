@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import re
 
 from td3rec.commands._common import (
     add_config_arguments,
     add_output_arguments,
-    check_output_dir,
+    config_from_args,
+    default_output_dir,
     prepare_output_dir,
 )
 from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args
-from td3rec.config import load_config
 from td3rec.distill.config import DistillConfig
 from td3rec.distill.distiller import Distiller
 
@@ -52,16 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    for flag, key in _SHORTCUTS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    config = load_config(DistillConfig, args.config, overrides)
-    config.validate()
-    safe_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(args.dataset).rstrip("/").split("/")[-1])
-    out_path = args.out or f"runs/distill-{safe_name}-seed{config.seed}"
-    check_output_dir(out_path, args.overwrite)
+    config = config_from_args(DistillConfig, args, _SHORTCUTS)
+    out_path = default_output_dir(args, "runs/distill-{dataset}-seed{seed}", seed=config.seed)
     dataset = dataset_from_args(args)
     out = prepare_output_dir(out_path, args.overwrite)
     result = Distiller(dataset, config, run_dir=out, teacher_run=args.teacher, progress=not args.no_progress).run()

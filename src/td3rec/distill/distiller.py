@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from td3rec.config import dump_yaml, to_dict
 from td3rec.data.sequences import Examples, SequenceDataset, iterate_batches, leave_one_out, prefix_examples
 from td3rec.distill.config import DistillConfig
-from td3rec.distill.inner_loop import EMBEDDING_KEY, InnerLoop, LearnerState, draw_unroll_length
+from td3rec.distill.inner_loop import EMBEDDING_KEY, InnerLoop, draw_unroll_length
 from td3rec.distill.teacher import Teacher, load_teacher, teacher_features, train_teacher
 from td3rec.evaluation.summary_eval import evaluate_sources
 from td3rec.evaluation.sources import SoftSequences

@@ -28,7 +28,6 @@ Two candidate sets:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Union
 
