@@ -325,3 +325,20 @@ def test_name_lookup_is_case_insensitive():
 
 def test_tiny_configs_cover_every_model():
     assert set(TINY) == set(MODEL_NAMES)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
+def test_single_query_last_layer_equals_full_computation(name):
+    """encode() computes only the needed query in the last layer; it must equal the full hidden states
+    gathered at that position (several layers and heads, float64)."""
+    from td3rec.models.positions import gather_positions
+
+    model = tiny_model(name)
+    ids, lengths = random_batch(9)
+    inputs = model.embed_ids(ids)
+    if name == "sasrec":
+        full = gather_positions(model.hidden_states(inputs, lengths), lengths - 1)
+    else:
+        full = model.output_head(gather_positions(model.hidden_states(model.with_mask_token(inputs, lengths),
+                                                                      lengths + 1), lengths))
+    torch.testing.assert_close(model.encode(inputs, lengths), full, rtol=1e-12, atol=1e-12)

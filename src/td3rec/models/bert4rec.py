@@ -21,7 +21,7 @@ from torch import nn
 
 from td3rec.models.base import SequentialRecommender
 from td3rec.models.config import ModelConfig
-from td3rec.models.positions import check_input_length, gather_positions, valid_positions
+from td3rec.models.positions import check_input_length, valid_positions
 from td3rec.models.transformer import TransformerEncoder, init_normal_
 
 
@@ -117,8 +117,9 @@ class BERT4Rec(SequentialRecommender):
     # -- the learner interface ------------------------------------------------------------------------
     def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         lengths = lengths.to(inputs.device)
-        hidden = self.hidden_states(self.with_mask_token(inputs, lengths), lengths + 1)
-        return self.output_head(gather_positions(hidden, lengths))
+        padded = self.with_mask_token(inputs, lengths)
+        check_input_length(padded.shape[1], self.max_len + 1, self.name)
+        return self.output_head(self.encoder(padded, lengths + 1, causal=False, at=lengths))
 
     def training_loss(self, ids: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
                       generator: torch.Generator | None = None) -> torch.Tensor:

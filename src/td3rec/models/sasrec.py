@@ -15,7 +15,7 @@ from torch import nn
 
 from td3rec.models.base import SequentialRecommender
 from td3rec.models.config import ModelConfig
-from td3rec.models.positions import check_input_length, gather_positions
+from td3rec.models.positions import check_input_length
 from td3rec.models.transformer import TransformerEncoder, init_normal_
 
 
@@ -89,7 +89,9 @@ class SASRec(SequentialRecommender):
         return self.encoder(inputs, lengths, causal=True)
 
     def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return gather_positions(self.hidden_states(inputs, lengths), lengths - 1)
+        check_input_length(inputs.shape[1], self.max_len, self.name)
+        lengths = lengths.to(inputs.device)
+        return self.encoder(inputs, lengths, causal=True, at=lengths - 1)
 
     def encode_prefixes(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # causal attention: the state at position t is the feature of prefix t + 1

@@ -47,15 +47,18 @@ class MultiHeadSelfAttention(nn.Module):
         batch, length, _ = x.shape
         return x.reshape(batch, length, self.n_heads, self.head_size).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[B, P, H]``; ``allowed`` from :func:`attention_mask`."""
-        q, k, v = self._split_heads(self.query(x)), self._split_heads(self.key(x)), self._split_heads(self.value(x))
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``[B, P, H]``; ``allowed`` from :func:`attention_mask`. With ``queries`` ``[B, Q, H]`` (a few
+        rows of ``x``) only those rows are computed (``allowed`` then has ``Q`` query rows)."""
+        queries = x if queries is None else queries
+        q = self._split_heads(self.query(queries))
+        k, v = self._split_heads(self.key(x)), self._split_heads(self.value(x))
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)
         # finite fill value: a fully masked row would give a uniform average instead of NaN
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         probs = self.attn_dropout(torch.softmax(scores, dim=-1))
-        context = (probs @ v).transpose(1, 2).reshape(x.shape)
-        return self.layer_norm(self.out_dropout(self.dense(context)) + x)
+        context = (probs @ v).transpose(1, 2).reshape(queries.shape)
+        return self.layer_norm(self.out_dropout(self.dense(context)) + queries)
 
 
 class FeedForward(nn.Module):
@@ -82,8 +85,8 @@ class TransformerBlock(nn.Module):
         self.attention = MultiHeadSelfAttention(hidden_size, n_heads, attn_dropout, hidden_dropout, layer_norm_eps)
         self.feed_forward = FeedForward(hidden_size, inner_size, hidden_dropout, layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        return self.feed_forward(self.attention(x, allowed))
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        return self.feed_forward(self.attention(x, allowed, queries))
 
 
 class TransformerEncoder(nn.Module):
@@ -100,15 +103,31 @@ class TransformerEncoder(nn.Module):
             for _ in range(n_layers)
         )
 
-    def forward(self, inputs: torch.Tensor, n_valid: torch.Tensor, causal: bool) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, n_valid: torch.Tensor, causal: bool,
+                at: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states ``[B, P, H]`` of input vectors ``[B, P, H]``; keys at positions ``>= n_valid`` are
-        ignored (their own rows are computed but meaningless)."""
+        ignored (their own rows are computed but meaningless).
+
+        With ``at`` (``[B]`` positions) only the hidden state at ``at[b]`` of each row is returned, ``[B, H]``,
+        and the last layer computes just that query: the same value as gathering from the full output, at a
+        fraction of the cost (the learners only ever need one position's features)."""
         n_positions = inputs.shape[1]
         positions = torch.arange(n_positions, device=inputs.device)
         x = self.input_dropout(self.input_norm(inputs + self.position_embedding(positions)))
-        allowed = attention_mask(n_valid, n_positions, causal, inputs.device)
-        for layer in self.layers:
+        last = len(self.layers) - 1
+        if at is None or last > 0:
+            allowed = attention_mask(n_valid, n_positions, causal, inputs.device)
+        for i, layer in enumerate(self.layers):
+            if at is not None and i == last:
+                index = at.to(device=inputs.device, dtype=torch.long)
+                rows = torch.arange(x.shape[0], device=inputs.device)
+                keys = valid_positions(n_valid, n_positions, inputs.device)
+                if causal:
+                    keys = keys & (positions.unsqueeze(0) <= index.unsqueeze(1))
+                return layer(x, keys[:, None, None, :], x[rows, index].unsqueeze(1)).squeeze(1)
             x = layer(x, allowed)
+        if at is not None:  # no layers: the input representation itself
+            return x[torch.arange(x.shape[0], device=inputs.device), at.to(inputs.device)]
         return x
 
 
