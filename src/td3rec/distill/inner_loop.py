@@ -53,6 +53,9 @@ def _detach(obj: Any) -> Any:
 class InnerLoop:
     """Trains a learner functionally on synthetic sequences given by the core product ``W`` and item factor ``V``."""
 
+    #: largest n · L · |I| for which the plain steps keep the summary's distributions in memory (128 MB float32)
+    cache_limit: int = 2**25
+
     def __init__(self, model: SequentialRecommender, config: InnerConfig, n_sequences: int,
                  chunk_size: int | None = None) -> None:
         self.model = model
@@ -78,11 +81,13 @@ class InnerLoop:
         return (torch.arange(b) + start) % self.n_sequences
 
     # -- one step ---------------------------------------------------------------------------------
-    def loss(self, params: Params, W_rows: torch.Tensor, V: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """The augmented soft objective of the learner at ``params`` on synthetic rows with core product ``W_rows``."""
+    def loss(self, params: Params, W_rows: torch.Tensor, V: torch.Tensor, generator: torch.Generator | None,
+             probs_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The augmented soft objective of the learner at ``params`` on synthetic rows with core product ``W_rows``
+        (or their precomputed item distributions ``probs_rows``, for steps without graph to the summary)."""
         n_items = self.model.n_items
         E = params[EMBEDDING_KEY][1 : n_items + 1]
-        inputs = soft_readout(W_rows, V, E, self.chunk_size)
+        inputs = probs_rows @ E if probs_rows is not None else soft_readout(W_rows, V, E, self.chunk_size)
         full = torch.full((inputs.shape[0],), inputs.shape[1], dtype=torch.long, device=inputs.device)
         cuts = draw_cut_positions(full, generator) if self.config.augment else None
 
@@ -92,15 +97,16 @@ class InnerLoop:
         return sequence_loss(encode, inputs, full, E, self.config.augment, cuts, self.chunk_size)
 
     def step(self, state: LearnerState, W: torch.Tensor, V: torch.Tensor, differentiable: bool,
-             generator: torch.Generator | None = None) -> LearnerState:
-        """One inner update. ``differentiable``: keep the graph (to ``W`` and through the update itself)."""
+             generator: torch.Generator | None = None, probs: torch.Tensor | None = None) -> LearnerState:
+        """One inner update. ``differentiable``: keep the graph (to ``W`` and through the update itself).
+        ``probs``: the summary's distributions ``[n, L, I]`` when precomputed (only without graph)."""
         rows = self.rows(state.step).to(W.device)
         if differentiable:
             params = state.params
         else:
             W = W.detach()
             params = {k: v.detach().requires_grad_(k in self.trainable) for k, v in state.params.items()}
-        loss = self.loss(params, W[rows], V, generator)
+        loss = self.loss(params, W[rows], V, generator, probs[rows] if probs is not None else None)
         grads = torch.autograd.grad(loss, [params[k] for k in self.trainable], create_graph=differentiable)
         trainable = {k: params[k] for k in self.trainable}
         grad_dict = dict(zip(self.trainable, grads))
@@ -119,8 +125,13 @@ class InnerLoop:
                generator: torch.Generator | None = None) -> LearnerState:
         """``n_steps`` inner updates; only the last ``window`` keep the graph to ``W`` (RaT-BPTT)."""
         window = min(window, n_steps)
+        probs = None
+        if n_steps > window and W.shape[0] * W.shape[1] * V.shape[0] <= self.cache_limit:
+            # the summary is fixed during the plain steps: read its distributions out once
+            probs = torch.softmax(W.detach() @ V.T, dim=-1)
         for _ in range(n_steps - window):
-            state = self.step(state, W, V, differentiable=False, generator=generator)
+            state = self.step(state, W, V, differentiable=False, generator=generator, probs=probs)
+        del probs
         if window > 0:
             params = {k: v.detach().requires_grad_(k in self.trainable) for k, v in state.params.items()}
             state = LearnerState(params, _detach(state.opt_state), state.step)
