@@ -12,13 +12,15 @@ from td3rec.data.sequences import SequenceDataset
 from td3rec.errors import ConfigError
 
 
-def add_dataset_arguments(parser: argparse.ArgumentParser, positional: bool) -> None:
-    """Add the dataset (positional ``dataset`` or required ``--dataset``) and its reading/preprocessing options."""
-    what = "registered dataset name (see `td3rec datasets`) or path of an interaction file"
+def add_dataset_arguments(parser: argparse.ArgumentParser, positional: bool, required: bool = True,
+                          what: str | None = None) -> None:
+    """Add the dataset (positional ``dataset`` or ``--dataset``, required unless ``required=False``) and its
+    reading/preprocessing options; ``what`` replaces the dataset option's help text."""
+    what = what or "registered dataset name (see `td3rec datasets`) or path of an interaction file"
     if positional:
         parser.add_argument("dataset", metavar="DATASET_OR_FILE", help=what)
     else:
-        parser.add_argument("--dataset", required=True, metavar="NAME_OR_FILE", help=what)
+        parser.add_argument("--dataset", required=required, metavar="NAME_OR_FILE", help=what)
     group = parser.add_argument_group("dataset options")
     group.add_argument("--data-dir", metavar="DIR",
                        help="dataset cache folder (default: $TD3REC_DATA_DIR, else ~/.cache/td3rec)")
@@ -33,6 +35,12 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, positional: bool) -> 
     group.add_argument("--k-core-mode", choices=K_CORE_MODES,
                        help="iterative (until stable) or single-pass (count once, as the TD3 reference did "
                             "on ml-100k) (default: the dataset's setting)")
+
+
+def require_dataset(args: argparse.Namespace) -> None:
+    """``--dataset`` is required unless the command resumes a run (which knows its dataset)."""
+    if getattr(args, "dataset", None) is None:
+        raise ConfigError("the following argument is required: --dataset (or --resume RUN_DIR to continue a run)")
 
 
 def column_mapping(args: argparse.Namespace) -> dict[str, str | int]:

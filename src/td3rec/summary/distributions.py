@@ -12,7 +12,6 @@ probabilities and entropies lose digits, and the factors are small.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,8 +23,6 @@ import torch
 from td3rec.errors import DataError
 from td3rec.summary.io import load_summary
 from td3rec.summary.readout import DENSE_MAX_ELEMENTS, tucker_core_product
-
-log = logging.getLogger(__name__)
 
 #: tensors a summary file must hold
 FACTOR_NAMES = ("U", "T", "G", "V")
@@ -106,8 +103,10 @@ class SummaryDistributions:
         missing = [name for name in FACTOR_NAMES if name not in tensors]
         if missing:
             raise DataError(f"summary {path} has no {', '.join(missing)} factor; it is not a TD3 summary")
+        if tensors["V"].dim() != 2 or tensors["V"].shape[0] < 1:
+            raise DataError(f"summary {path}: the item factor V has shape {tuple(tensors['V'].shape)}, not [items, d3]")
         tokens = meta.get("item_tokens")
-        n_items = tensors["V"].shape[0] if tensors["V"].dim() == 2 else -1
+        n_items = tensors["V"].shape[0]
         if not isinstance(tokens, list) or len(tokens) != n_items:
             have = f"{len(tokens)} item tokens" if isinstance(tokens, list) else "no item id map"
             raise DataError(f"summary {path} has {have} for {n_items} items; the raw item ids cannot be restored "
