@@ -32,3 +32,35 @@ def real_file(real_data_dir: Path) -> Callable[[str], Path]:
         return path
 
     return get
+
+
+# -- tiny generated runs shared by the reliability tests ------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory) -> Path:
+    """The generated toy dataset (``pipeline_support.write_toy_dataset``), written once per session."""
+    from pipeline_support import write_toy_dataset
+
+    return write_toy_dataset(tmp_path_factory.mktemp("toy-data"))
+
+
+@pytest.fixture(scope="session")
+def toy_teacher(toy_data: Path, tmp_path_factory) -> Path:
+    """A 3-epoch tiny SASRec teacher run on :func:`toy_data`."""
+    from pipeline_support import TRAIN_TINY
+    from td3rec.cli import main
+
+    out = tmp_path_factory.mktemp("toy-teacher") / "teacher"
+    assert main(["train", "--dataset", str(toy_data), "--epochs", "3", "--out", str(out), *TRAIN_TINY]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def toy_distill_reference(toy_data: Path, toy_teacher: Path, tmp_path_factory) -> Path:
+    """An uninterrupted ``pipeline_support.distill_args`` run, the reference of the resume tests."""
+    from pipeline_support import distill_args
+    from td3rec.cli import main
+
+    out = tmp_path_factory.mktemp("distill") / "reference"
+    assert main(distill_args(toy_data, toy_teacher, out)) == 0
+    return out

@@ -41,3 +41,46 @@ def distil_toy_summary(toy: Path, folder: Path) -> Path:
                  "--set", "inner.batch_size=3", "--set", "eval_steps=10", "--set", "eval.protocols=[full]",
                  "--set", "select_metric=full:MRR@10", "--set", "trajectory_epochs=[1, 3]"]) == 0
     return out / "summary_best.safetensors"
+
+
+#: options of a tiny, fast `td3rec train` run on the toy dataset (full ranking only, 16-dim SASRec)
+TRAIN_TINY = ["--k-core", "0", "--no-progress", "--set", "eval.protocols=[full]", "--valid-metric", "full:NDCG@10",
+              "--set", "model_options={hidden_size: 16, inner_size: 16}"]
+
+#: options of a tiny, fast `td3rec distill` run (4 outer steps per epoch on the toy dataset)
+DISTILL_TINY = ["--k-core", "0", "--no-progress", "--n-sequences", "6", "--seq-len", "8", "--d1", "4", "--d2", "4",
+                "--inner-steps", "4", "--window", "2", "--real-batch-size", "256", "--set", "inner.batch_size=3",
+                "--set", "eval_steps=10", "--set", "eval.protocols=[full]", "--set", "select_metric=full:MRR@10",
+                "--set", "trajectory_epochs=[1, 3]"]
+
+
+def distill_args(data: Path, teacher: Path | None, out: Path, *extra: str) -> list[str]:
+    """`td3rec distill` on the toy data: 3 epochs x 4 outer steps, a resume checkpoint every 3 steps."""
+    teacher_args = ["--teacher", str(teacher)] if teacher is not None else []
+    return ["distill", "--dataset", str(data), *teacher_args, "--epochs", "3", "--out", str(out), *DISTILL_TINY,
+            "--set", "checkpoint_every=3", *extra]
+
+
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """`td3rec train` on the toy data: 3 epochs x 5 steps (windows), a resume checkpoint every 2 steps."""
+    return ["train", "--dataset", str(data), "--epochs", "3", "--mode", "window", "--out", str(out), *TRAIN_TINY,
+            "--set", "window_batch_size=16", "--set", "checkpoint_every=2", *extra]
+
+
+def assert_same_summaries(a: Path, b: Path) -> None:
+    """``summary_best`` and ``summary_last`` of two distill runs are bit-for-bit equal."""
+    import torch
+
+    from td3rec.summary.io import load_summary
+
+    for name in ("summary_best", "summary_last"):
+        first, _ = load_summary(a / f"{name}.safetensors")
+        second, _ = load_summary(b / f"{name}.safetensors")
+        assert first.keys() == second.keys()
+        for key in first:
+            assert torch.equal(first[key], second[key]), (name, key)
+
+
+def without_timings(rows: list[dict]) -> list[dict]:
+    """Log or history rows without their wall-clock fields (the only ones allowed to differ between runs)."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]

@@ -15,7 +15,7 @@ from td3rec import __version__
 from td3rec.errors import UserError
 
 #: sub-command modules, in the order ``td3rec --help`` lists them
-COMMANDS = ["datasets", "stats", "train", "distill", "evaluate", "export", "inspect"]
+COMMANDS = ["datasets", "stats", "train", "distill", "evaluate", "export", "inspect", "proxy"]
 
 log = logging.getLogger("td3rec")
 

@@ -34,7 +34,8 @@ def check_output_dir(path: str | Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output path {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"output folder {out} already exists; pass --overwrite to replace it or choose another --out")
+        raise ConfigError(f"output folder {out} already exists; pass --overwrite to replace it, --resume {out} to "
+                          "continue an interrupted run there, or choose another --out")
 
 
 def prepare_output_dir(path: str | Path, overwrite: bool) -> Path:
@@ -53,14 +54,15 @@ def prepare_output_dir(path: str | Path, overwrite: bool) -> Path:
 def config_from_args(cls: type[C], args: argparse.Namespace, shortcuts: dict[str, str]) -> C:
     """Defaults of ``cls`` < ``--config`` file < ``--set`` overrides < shortcut flags (``--epochs`` ...),
     validated before any work starts."""
-    overrides = list(args.overrides)
-    for flag, key in shortcuts.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
+    overrides = list(args.overrides) + shortcut_overrides(args, shortcuts)
     config = load_config(cls, args.config, overrides)
     config.validate()
     return config
+
+
+def shortcut_overrides(args: argparse.Namespace, shortcuts: dict[str, str]) -> list[str]:
+    """The ``key=value`` overrides that the given shortcut flags (``--epochs 5`` ...) stand for."""
+    return [f"{key}={getattr(args, flag)}" for flag, key in shortcuts.items() if getattr(args, flag, None) is not None]
 
 
 def default_output_dir(args: argparse.Namespace, template: str, **fields: object) -> str:

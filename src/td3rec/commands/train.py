@@ -12,7 +12,8 @@ from td3rec.commands._common import (
     default_output_dir,
     prepare_output_dir,
 )
-from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args
+from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args, require_dataset
+from td3rec.commands._resume import add_resume_argument, record_run, resume_settings
 from td3rec.training.config import TrainConfig
 from td3rec.training.trainer import train_full_data
 
@@ -29,7 +30,7 @@ _SHORTCUTS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataset_arguments(parser, positional=False)
+    add_dataset_arguments(parser, positional=False, required=False)
     parser.add_argument("--model", help="sasrec (default), gru4rec, narm or bert4rec")
     parser.add_argument("--mode", choices=["prefix", "window"],
                         help="training examples: prefix (every prefix, reference; default) or window (fast)")
@@ -43,14 +44,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     add_config_arguments(parser)
     add_output_arguments(parser, "runs/train-DATASET-MODEL-seedS")
+    add_resume_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(TrainConfig, args, _SHORTCUTS)
-    out_path = default_output_dir(args, "runs/train-{dataset}-{model}-seed{seed}", model=config.model, seed=config.seed)
+    if args.resume:
+        config, out = resume_settings(TrainConfig, args, _SHORTCUTS)
+    else:
+        require_dataset(args)
+        config = config_from_args(TrainConfig, args, _SHORTCUTS)
+        out_path = default_output_dir(args, "runs/train-{dataset}-{model}-seed{seed}", model=config.model,
+                                      seed=config.seed)
     dataset = dataset_from_args(args)
-    out = prepare_output_dir(out_path, args.overwrite)
-    result = train_full_data(dataset, config, run_dir=out, progress=not args.no_progress)
+    if not args.resume:
+        out = prepare_output_dir(out_path, args.overwrite)
+        record_run(out, args)
+    result = train_full_data(dataset, config, run_dir=out, progress=not args.no_progress, resume=bool(args.resume))
     print(f"best epoch {result.best_epoch} of {len(result.history)}; median {result.seconds_per_epoch:.1f} s/epoch")
     print(format_metrics_table({"valid": result.valid, "test": result.test}))
     print(f"run folder: {out}")

@@ -18,7 +18,7 @@ from urllib.request import Request, urlopen
 
 from tqdm.auto import tqdm
 
-from td3rec.errors import DataError
+from td3rec.errors import DataError, OutputError
 from td3rec.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,9 @@ def download(url: str, target: str | os.PathLike, checksum: str | None = None, a
                 raise DataError(f"checksum mismatch for {url}: expected {algorithm} {checksum}, got {actual}; "
                                 "the download is corrupt or the file changed upstream: try again, or place a "
                                 f"verified copy at {target}")
-    except OSError as err:  # network errors were turned into DownloadFailed: this is the disk
-        raise CacheNotWritable(f"cannot write {target}: {err.strerror or err}; set TD3REC_DATA_DIR (or --data-dir) to "
+    except (OSError, OutputError) as err:  # network errors were turned into DownloadFailed: this is the disk
+        reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or err
+        raise CacheNotWritable(f"cannot write {target}: {reason}; set TD3REC_DATA_DIR (or --data-dir) to "
                         "a writable folder with enough space") from None
     if checksum is None:
         log.warning("%s is unverified (no published checksum is known); its sha256 is %s", target,

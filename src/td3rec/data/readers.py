@@ -242,6 +242,9 @@ def _load_bytes(path: str | os.PathLike, member: str | None = None, limit: int |
 
 def _decode(data: bytes, source: str) -> str:
     """UTF-8 text of a file; binary or undecodable content is a DataError naming the line."""
+    if _looks_utf16(data):
+        raise DataError(f"{source}: the file is UTF-16 text; convert it to UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`) "
+                        "and give the converted file")
     nul = data.find(b"\x00")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
@@ -256,6 +259,17 @@ def _decode(data: bytes, source: str) -> str:
     if not text.strip():
         raise DataError(f"{source}: the file is empty; give a file with interactions")
     return text
+
+
+def _looks_utf16(data: bytes) -> bool:
+    """A UTF-16 byte-order mark, or (without one) ASCII text with every other byte NUL."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    head = data[:512]
+    if len(head) < 4:
+        return False
+    even, odd = head[0::2], head[1::2]
+    return (odd.count(0) == len(odd) and even.count(0) == 0) or (even.count(0) == len(even) and odd.count(0) == 0)
 
 
 def _data_lines(text: str, limit: int | None = None) -> list[tuple[int, str]]:
@@ -393,8 +407,11 @@ def _tokens(values: pd.Series, role: str, source: str, where: Callable[[int], st
     """Id column -> object array of non-empty strings (integral floats lose their ``.0``)."""
     flag = "--user-col" if role == "user" else "--item-col"
     if pd.api.types.is_float_dtype(values.dtype):
-        finite = values.dropna()
-        if len(finite) and np.all(np.mod(finite.to_numpy(), 1) == 0):
+        present = values.dropna().to_numpy()
+        # integral floats lose their ".0", but only where every value is an exactly representable integer
+        # (|x| <= 2**53); huge or infinite values keep their float spelling instead of overflowing int64
+        if len(present) and np.all(np.isfinite(present)) and np.all(np.abs(present) <= 2**53) \
+                and np.all(np.mod(present, 1) == 0):
             values = values.astype("Int64")
     missing = values.isna().to_numpy()
     if missing.any():

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from td3rec.errors import DataError
+
 
 @dataclass
 class SequenceDataset:
@@ -93,7 +95,7 @@ def leave_one_out(dataset: SequenceDataset) -> LeaveOneOutSplit:
     train, valid, test = [], [], []
     for seq in dataset.sequences:
         if len(seq) < 3:
-            raise ValueError("leave_one_out needs at least 3 interactions per user; preprocess first")
+            raise DataError("leave-one-out needs at least 3 interactions per user; preprocess the data first")
         train.append(seq[:-2])
         valid.append(seq[-2])
         test.append(seq[-1])
@@ -133,6 +135,11 @@ class Examples:
         return Examples(*(t.to(device) for t in (self.inputs, self.lengths, self.targets, self.users)))
 
 
+#: message when no user has a training sequence of two items or more
+NO_EXAMPLES = ("no training examples: every user's training sequence (all but the last two items) has fewer than 2 "
+               "items; use data where some users have at least 4 interactions")
+
+
 def _pack(histories: list[np.ndarray], targets: list[int], users: list[int], max_len: int) -> Examples:
     """Right-pad the last ``max_len`` items of every history into one matrix."""
     n = len(histories)
@@ -163,7 +170,7 @@ def prefix_examples(split: LeaveOneOutSplit, max_len: int) -> Examples:
             targets.append(int(seq[t]))
             users.append(u)
     if not histories:
-        raise ValueError("no training examples: every training sequence has fewer than 2 items")
+        raise DataError(NO_EXAMPLES)
     return _pack(histories, targets, users, max_len)
 
 
@@ -185,7 +192,7 @@ def window_examples(split: LeaveOneOutSplit, max_len: int) -> Examples:
             users.append(u)
             end = start + 1 if start > 0 else 0
     if not histories:
-        raise ValueError("no training examples: every training sequence has fewer than 2 items")
+        raise DataError(NO_EXAMPLES)
     return _pack(histories, targets, users, max_len)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from td3rec.errors import ConfigError
 from td3rec.evaluation.evaluator import EvalConfig
-from td3rec.models.registry import make_model_config
+from td3rec.models.registry import make_model_config, max_input_length
 from td3rec.utils.device import resolve_device
 
 INIT_PROTOCOLS = ("reference", "shared-item-factor", "scratch")
@@ -70,6 +70,10 @@ class DistillConfig:
         eval_steps: training steps of each validation learner (reference 200).
         select_metric: ``PROTOCOL:METRIC`` that picks the best summary (reference uni100:MRR@10).
         chunk_size: item-chunk size of the read-out and logsumexp (None = one chunk).
+        checkpoint_every: write the resumable checkpoint (``resume.pt``) every this many outer steps, and at
+            every epoch end (0 = only at epoch ends); ``td3rec distill --resume RUN_DIR`` continues from it.
+        max_nonfinite_steps: stop the run (exit code 3) after this many outer steps in a row whose loss or
+            meta-gradient was NaN/inf (each such step is skipped and counted; 0 = never stop).
         seed: random seed.
         device: auto, cpu or cuda.
         eval: metric settings for validation.
@@ -102,6 +106,8 @@ class DistillConfig:
     eval_steps: int = 200
     select_metric: str = "uni100:MRR@10"
     chunk_size: int | None = None
+    checkpoint_every: int = 10
+    max_nonfinite_steps: int = 5
     seed: int = 0
     device: str = "auto"
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -131,6 +137,8 @@ class DistillConfig:
             raise ConfigError(f"eval_init must be one of {', '.join(INIT_PROTOCOLS)}, not {self.eval_init!r}")
         if self.feature_weight < 0 or self.outer_lr <= 0 or self.grad_clip < 0 or self.max_steps < 0:
             raise ConfigError("feature_weight, grad_clip and max_steps must be >= 0 and outer_lr > 0")
+        if len(self.trajectory_epochs) != 2:
+            raise ConfigError(f"trajectory_epochs must be [first, last], got {list(self.trajectory_epochs)}")
         first, last = self.trajectory_epochs
         if first < 1 or last < first:
             raise ConfigError(f"trajectory_epochs must be [first, last] with 1 <= first <= last, got {self.trajectory_epochs}")
@@ -139,3 +147,21 @@ class DistillConfig:
             raise ConfigError(f"select_metric {self.select_metric!r} must be PROTOCOL:METRIC with a protocol in {list(self.eval.protocols)}")
         if self.chunk_size is not None and self.chunk_size <= 0:
             raise ConfigError("chunk_size must be positive or None")
+        for name in ("init_std", "outer_weight_decay", "eval_every", "checkpoint_every", "max_nonfinite_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.inner.weight_decay < 0 or self.inner.momentum < 0:
+            raise ConfigError("inner.weight_decay and inner.momentum must be >= 0")
+
+    def check_learner(self, model: str, learner_max_len: int) -> None:
+        """Reject a summary or real input longer than the learner's position table (SASRec, BERT4Rec): the
+        learner is ``model`` built with ``learner_max_len`` (the teacher's, when one is given)."""
+        limit = max_input_length(model, learner_max_len)
+        if limit is None:
+            return
+        if self.seq_len > limit:
+            raise ConfigError(f"seq_len {self.seq_len} is longer than the {model} learner accepts (max_len "
+                              f"{learner_max_len}, its position table); use --seq-len <= {limit}")
+        if self.max_len > limit:
+            raise ConfigError(f"max_len {self.max_len} is longer than the {model} teacher accepts (it was trained "
+                              f"with max_len {learner_max_len}); set max_len <= {limit}")

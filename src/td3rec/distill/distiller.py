@@ -8,12 +8,12 @@ then on a real batch compute cross-entropy + λ · MSE to the teacher's features
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import resource
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +23,12 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from td3rec.config import dump_yaml, to_dict
-from td3rec.data.sequences import Examples, SequenceDataset, iterate_batches, leave_one_out, prefix_examples
+from td3rec.data.sequences import Examples, SequenceDataset, leave_one_out, prefix_examples
 from td3rec.distill.config import DistillConfig
-from td3rec.distill.inner_loop import EMBEDDING_KEY, InnerLoop, draw_unroll_length
+from td3rec.distill.inner_loop import EMBEDDING_KEY, InnerLoop, LearnerState, draw_unroll_length
+from td3rec.distill.progress import DistillProgress, learner_from_payload, learner_payload
 from td3rec.distill.teacher import Teacher, load_teacher, teacher_features, train_teacher
+from td3rec.errors import ConfigError, DataError, DivergedError
 from td3rec.evaluation.summary_eval import evaluate_sources
 from td3rec.evaluation.sources import SoftSequences
 from td3rec.models.registry import build_model
@@ -37,6 +39,10 @@ from td3rec.training.checkpoint import load_checkpoint
 from td3rec.training.config import TrainConfig
 from td3rec.utils.atomic import write_json, write_text
 from td3rec.utils.device import resolve_device
+from td3rec.utils.jsonl import append_jsonl, rewrite_jsonl
+from td3rec.utils.numerics import NonFiniteGuard, all_finite
+from td3rec.utils.rng import capture_rng, restore_rng
+from td3rec.utils.run_state import RESUME_FILE, load_run_state, save_run_state
 from td3rec.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -81,7 +87,7 @@ class Distiller:
         self.device = resolve_device(config.device)
 
     # -- setup --------------------------------------------------------------------------------------
-    def _teacher(self) -> Teacher:
+    def _teacher(self, resume: bool = False) -> Teacher:
         if self.teacher_run is not None:
             teacher = load_teacher(self.teacher_run, self.dataset, self.device)
             if teacher.model_name != self.config.model:
@@ -92,7 +98,8 @@ class Distiller:
             raise ValueError("training a teacher on the fly needs a run_dir")
         train_cfg = TrainConfig(model=self.config.model, max_len=self.config.max_len, seed=self.config.seed,
                                 device=str(self.device), eval=self.config.eval)
-        return train_teacher(self.dataset, train_cfg, self.run_dir / "teacher", self.progress, self.device)
+        return train_teacher(self.dataset, train_cfg, self.run_dir / "teacher", self.progress, self.device,
+                             resume=resume)
 
     def _start_params(self, teacher: Teacher, generator: torch.Generator) -> dict:
         """Learner start: a random trajectory checkpoint (reference) or a random initialisation."""
@@ -108,12 +115,27 @@ class Distiller:
         return dict(model.named_parameters())
 
     # -- main loop ----------------------------------------------------------------------------------
-    def run(self) -> DistillResult:
+    def run(self, resume: bool = False) -> DistillResult:
+        """Distill; with ``resume`` continue from the run folder's checkpoint (``resume.pt``) when there is
+        one (without one, the run starts over in the same folder)."""
         cfg = self.config
         generator = seed_everything(cfg.seed)
         split = leave_one_out(self.dataset)
         examples = prefix_examples(split, cfg.max_len)
-        teacher = self._teacher()
+        checkpoint = self.run_dir / RESUME_FILE if self.run_dir is not None else None
+        log_path = self.run_dir / "steps.jsonl" if self.run_dir is not None else None
+        resuming = resume and checkpoint is not None and checkpoint.is_file()
+        if self.run_dir is not None and not resuming:  # written first: a run stopped at any point can resume
+            if resume:
+                log.warning("%s has no resume checkpoint yet (stopped before the first one): starting over",
+                            self.run_dir)
+            write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
+            write_text(log_path, "")
+        teacher = self._teacher(resume)
+        cfg.check_learner(teacher.model_name, teacher.model.max_len)
+        # the global generator (dropout, random learner starts) no longer depends on whether the teacher was
+        # trained here or loaded
+        torch.manual_seed(cfg.seed)
         feats = teacher_features(teacher.model, examples, self.device)
         V = teacher.model.item_vectors().detach().clone()
         summary = TuckerSummary(
@@ -125,7 +147,8 @@ class Distiller:
                               **_model_options(teacher.model)).to(self.device)
         inner = InnerLoop(learner, cfg.inner, cfg.n_sequences, cfg.chunk_size)
         opt = torch.optim.Adam(summary.parameters(), lr=cfg.outer_lr, weight_decay=cfg.outer_weight_decay)
-        steps_per_epoch = math.ceil(len(examples) / cfg.real_batch_size)
+        batch_size = cfg.real_batch_size
+        steps_per_epoch = math.ceil(len(examples) / batch_size)
         total_steps = cfg.epochs * steps_per_epoch
         if cfg.max_steps:
             total_steps = min(total_steps, cfg.max_steps)
@@ -137,28 +160,43 @@ class Distiller:
             "teacher_model": teacher.model_name, "teacher_options": _model_options(teacher.model),
             "teacher_run": str(teacher.run_dir), "config": to_dict(cfg),
         }
-        if self.run_dir is not None:
-            write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
+        progress = DistillProgress()
+        state: LearnerState | None = None
+        if resuming:
+            progress, state = self._restore(checkpoint, fingerprint, summary, opt, sched, generator)
+            kept = rewrite_jsonl(log_path, lambda r: r.get("step", 0) <= progress.global_step)
+            log.info("resuming %s at outer step %d (epoch %d, %d steps of it done); %d step records kept",
+                     self.run_dir, progress.global_step, progress.epoch, progress.position, kept)
         log.info("distilling %s: %d real examples, %d outer steps per epoch, summary %d x %d (d1=%d d2=%d d3=%d), "
                  "%d learned parameters", self.dataset.name, len(examples), steps_per_epoch, cfg.n_sequences,
                  cfg.seq_len, cfg.d1, cfg.d2, V.shape[1], summary.num_parameters(include_item_factor=False))
 
-        history: list[dict] = []
-        best_value, best_epoch = float("-inf"), 0
-        step_seconds: list[float] = []
-        global_step = 0
-        skipped = 0
-        log_path = self.run_dir / "steps.jsonl" if self.run_dir is not None else None
-        bar = tqdm(total=total_steps, desc="distill", disable=None if self.progress else True)
-        epoch_seconds: list[float] = []
-        for epoch in range(1, cfg.epochs + 1):
-            epoch_start = time.perf_counter()
-            state = inner.start(self._start_params(teacher, generator))
-            for index in iterate_batches(len(examples), cfg.real_batch_size, True, generator):
-                if cfg.max_steps and global_step >= cfg.max_steps:
-                    break
+        guard = NonFiniteGuard(cfg.max_nonfinite_steps, progress.skipped, progress.nonfinite_streak)
+
+        def save_progress() -> None:
+            if checkpoint is None:
+                return
+            progress.skipped, progress.nonfinite_streak = guard.total, guard.streak
+            save_run_state(checkpoint, "distill", {
+                "config": to_dict(cfg), "fingerprint": fingerprint, "summary": _cpu_state(summary.state_dict()),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": capture_rng(generator, cuda=self.device.type == "cuda"),
+                "learner": learner_payload(state), "progress": progress.to_payload(),
+            })
+
+        bar = tqdm(total=total_steps, initial=progress.global_step, desc="distill",
+                   disable=None if self.progress else True)
+        while not progress.done:
+            epoch = progress.epoch
+            epoch_start = time.perf_counter() - progress.epoch_elapsed
+            if progress.order is None:  # the epoch starts: learner start, then the order of the real examples
+                state = inner.start(self._start_params(teacher, generator))
+                progress.order = torch.randperm(len(examples), generator=generator)
+                progress.position = 0
+            while progress.position < steps_per_epoch and not (cfg.max_steps and progress.global_step >= cfg.max_steps):
                 start = time.perf_counter()
-                if cfg.reset == "step" and global_step > 0:
+                index = progress.order[progress.position * batch_size : (progress.position + 1) * batch_size]
+                if cfg.reset == "step" and progress.global_step > 0:
                     state = inner.start(self._start_params(teacher, generator))
                 n_unroll = draw_unroll_length(cfg.inner_steps, cfg.window, cfg.random_unroll, generator)
                 W = summary.core_product()
@@ -172,57 +210,110 @@ class Distiller:
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(summary.parameters(),
                                                            cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-                if torch.isfinite(loss) and torch.isfinite(grad_norm):
+                state = state.detached()
+                finite = guard.check(loss, grad_norm)
+                if finite:
                     opt.step()
                 else:
-                    skipped += 1
-                    log.warning("outer step %d: non-finite loss or gradient, update skipped", global_step)
-                sched.step()
-                state = state.detached()
-                global_step += 1
-                step_seconds.append(time.perf_counter() - start)
-                record = {"step": global_step, "epoch": epoch, "unroll": n_unroll, "loss": float(loss.detach()),
-                          "ce": float(ce.detach()), "mse": float(mse.detach()), "grad_norm": float(grad_norm),
-                          "lr": sched.get_last_lr()[0], "seconds": step_seconds[-1]}
+                    log.warning("outer step %d: non-finite loss or meta-gradient, update skipped (%d in a row, "
+                                "%d in all)", progress.global_step + 1, guard.streak, guard.total)
+                    if not all_finite(*state.params.values()):
+                        log.warning("the inner learner diverged; it restarts from a new start point")
+                        state = inner.start(self._start_params(teacher, generator))
+                with warnings.catch_warnings():  # a skipped first update is not the misuse torch warns about
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+                    sched.step()
+                progress.global_step += 1
+                progress.position += 1
+                progress.step_seconds.append(time.perf_counter() - start)
+                record = {"step": progress.global_step, "epoch": epoch, "unroll": n_unroll,
+                          "loss": float(loss.detach()), "ce": float(ce.detach()), "mse": float(mse.detach()),
+                          "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0], "skipped": not finite,
+                          "seconds": progress.step_seconds[-1]}
                 if log_path is not None:
-                    with open(log_path, "a", encoding="utf-8") as handle:
-                        handle.write(json.dumps(record) + "\n")
+                    append_jsonl(log_path, record)
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, ce=f"{float(ce.detach()):.3f}", mse=f"{float(mse.detach()):.3f}", N=n_unroll)
-            epoch_seconds.append(time.perf_counter() - epoch_start)
-            last_epoch = (cfg.max_steps and global_step >= cfg.max_steps) or epoch == cfg.epochs
+                bar.set_postfix(epoch=epoch, ce=f"{record['ce']:.3f}", mse=f"{record['mse']:.3f}", N=n_unroll)
+                if guard.exceeded:
+                    self._stop_diverged(summary, meta_base, epoch, progress, guard)
+                if cfg.checkpoint_every and progress.global_step % cfg.checkpoint_every == 0:
+                    progress.epoch_elapsed = time.perf_counter() - epoch_start
+                    save_progress()
+            progress.epoch_seconds.append(time.perf_counter() - epoch_start)
+            last_epoch = bool(cfg.max_steps and progress.global_step >= cfg.max_steps) or epoch == cfg.epochs
             if (cfg.eval_every and epoch % cfg.eval_every == 0) or last_epoch:
                 valid = self._validate(summary, teacher, split)
                 value = float(valid["mean"][cfg.select_metric.split(":")[0]][cfg.select_metric.split(":")[1]])
-                row = {"epoch": epoch, "step": global_step, "valid": valid["mean"], "valid_std": valid["std"]}
-                history.append(row)
+                row = {"epoch": epoch, "step": progress.global_step, "valid": valid["mean"], "valid_std": valid["std"]}
+                progress.history.append(row)
                 log.info("epoch %d: valid %s %.4f", epoch, cfg.select_metric, value)
-                if value > best_value:
-                    best_value, best_epoch = value, epoch
+                if value > progress.best_value:
+                    progress.best_value, progress.best_epoch = value, epoch
                     self._save(summary, "summary_best.safetensors", dict(meta_base, epoch=epoch, valid=valid["mean"]))
             self._save(summary, "summary_last.safetensors", dict(meta_base, epoch=epoch))
             if self.run_dir is not None:
-                write_json(self.run_dir / "metrics.json", {"status": "running", "history": history,
-                                                           "skipped_steps": skipped})
-            if last_epoch:
-                break
+                write_json(self.run_dir / "metrics.json", {"status": "running", "history": progress.history,
+                                                           "outer_steps": progress.global_step,
+                                                           "skipped_steps": guard.total})
+            progress.epoch, progress.order, progress.position, progress.epoch_elapsed = epoch + 1, None, 0, 0.0
+            progress.done = last_epoch
+            state = None  # every epoch starts its learner afresh
+            save_progress()
         bar.close()
-        step_seconds.sort()
-        result = DistillResult(summary=summary, best_epoch=best_epoch, best_value=best_value, history=history,
+        step_seconds = sorted(progress.step_seconds)
+        epoch_seconds = sorted(progress.epoch_seconds)
+        result = DistillResult(summary=summary, best_epoch=progress.best_epoch, best_value=progress.best_value,
+                               history=progress.history,
                                seconds_per_step=step_seconds[len(step_seconds) // 2] if step_seconds else 0.0,
                                run_dir=self.run_dir)
         if self.run_dir is not None:
             write_json(self.run_dir / "metrics.json", {
-                "status": "finished", "best_epoch": best_epoch, "select_metric": cfg.select_metric,
-                "best_value": best_value, "outer_steps": global_step, "skipped_steps": skipped,
+                "status": "finished", "best_epoch": progress.best_epoch, "select_metric": cfg.select_metric,
+                "best_value": progress.best_value, "outer_steps": progress.global_step, "skipped_steps": guard.total,
                 "median_seconds_per_step": result.seconds_per_step,
-                "median_seconds_per_epoch": sorted(epoch_seconds)[len(epoch_seconds) // 2],
-                "peak_rss_gib": peak_rss_gib(), "history": history,
+                "median_seconds_per_epoch": epoch_seconds[len(epoch_seconds) // 2] if epoch_seconds else 0.0,
+                "peak_rss_gib": peak_rss_gib(), "history": progress.history,
                 "summary_parameters": summary.num_parameters(include_item_factor=False),
                 "summary_parameters_with_item_factor": summary.num_parameters(include_item_factor=True),
                 "real_interactions": self.dataset.n_interactions,
             })
+            checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
         return result
+
+    def _restore(self, checkpoint: Path, fingerprint: str, summary: TuckerSummary, opt, sched,
+                 generator: torch.Generator) -> tuple[DistillProgress, LearnerState | None]:
+        """Load ``resume.pt`` into the freshly built objects; returns the progress and the learner state."""
+        saved = load_run_state(checkpoint, "distill")
+        if saved.get("fingerprint") != fingerprint:
+            raise DataError(f"{checkpoint} was written for other data than {self.dataset.name!r} (fingerprint "
+                            "mismatch); resume with the dataset and preprocessing the run started with")
+        if saved.get("config") != to_dict(self.config):
+            raise ConfigError(f"{checkpoint} was written with other settings than the ones given; resume with the "
+                              "run's own config.yaml")
+        try:
+            summary.load_state_dict({k: v.to(self.device) for k, v in saved["summary"].items()})
+            opt.load_state_dict(saved["optimizer"])
+            sched.load_state_dict(saved["scheduler"])
+            progress = DistillProgress.from_payload(saved["progress"])
+            state = learner_from_payload(saved["learner"], self.device)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise DataError(f"{checkpoint} does not match this run ({type(err).__name__}); it is corrupted or from "
+                            "an incompatible version") from None
+        restore_rng(saved["rng"], generator)
+        return progress, state
+
+    def _stop_diverged(self, summary: TuckerSummary, meta_base: dict, epoch: int, progress: DistillProgress,
+                       guard: NonFiniteGuard) -> None:
+        """Keep the last good summary (non-finite updates were never applied), report, and stop."""
+        message = guard.message("the outer loss or meta-gradient", progress.global_step)
+        log.error(message)
+        self._save(summary, "summary_last.safetensors", dict(meta_base, epoch=epoch, stopped="non-finite steps"))
+        if self.run_dir is not None:
+            write_json(self.run_dir / "metrics.json", {
+                "status": "diverged", "message": message, "outer_steps": progress.global_step,
+                "skipped_steps": guard.total, "best_epoch": progress.best_epoch, "history": progress.history})
+            message += f"; the last good summary is {self.run_dir / 'summary_last.safetensors'}"
+        raise DivergedError(message)
 
     def _validate(self, summary: TuckerSummary, teacher: Teacher, split) -> dict:
         """Train fresh learners on the current summary; validation metrics (mean and std over learners)."""
@@ -243,6 +334,10 @@ class Distiller:
             log.error("summary has non-finite values; %s not saved", name)
             return
         save_summary(self.run_dir / name, tensors, dict(meta, factor_shapes={k: list(v.shape) for k, v in tensors.items()}))
+
+
+def _cpu_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in state.items()}
 
 
 def peak_rss_gib() -> float:

@@ -3,6 +3,7 @@ embedding (the summary's item factor V) and its features on the real training ex
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,11 @@ def _epoch_of(path: Path) -> int:
 def load_teacher(run_dir: str | Path, dataset: SequenceDataset, device: torch.device) -> Teacher:
     """Load a ``td3rec train`` run folder and check it was trained on ``dataset``."""
     run = Path(run_dir)
+    if not run.is_dir():
+        raise DataError(f"teacher run folder {run} does not exist; give the --out folder of a `td3rec train` run")
+    if not (run / "best.pt").is_file():
+        raise DataError(f"{run} is not a finished `td3rec train` run (no best.pt); train a teacher with "
+                        "`td3rec train` (or resume its run) and give its folder")
     model, meta = load_checkpoint(run / "best.pt", device)
     if meta.get("fingerprint") != dataset.fingerprint():
         raise DataError(f"teacher run {run} was trained on different data than {dataset.name!r} (fingerprint mismatch)")
@@ -53,11 +59,23 @@ def load_teacher(run_dir: str | Path, dataset: SequenceDataset, device: torch.de
 
 
 def train_teacher(dataset: SequenceDataset, config: TrainConfig, run_dir: Path, progress: bool,
-                  device: torch.device) -> Teacher:
-    """Train a teacher on the fly into ``run_dir``."""
+                  device: torch.device, resume: bool = False) -> Teacher:
+    """Train a teacher on the fly into ``run_dir``. With ``resume``, a teacher that finished there is
+    reused and an interrupted one continues from its checkpoint."""
+    if resume and _finished(run_dir):
+        log.info("reusing the teacher trained in %s", run_dir)
+        return load_teacher(run_dir, dataset, device)
     log.info("no teacher given: training a full-data %s teacher into %s", config.model, run_dir)
-    train_full_data(dataset, config, run_dir=run_dir, progress=progress)
+    train_full_data(dataset, config, run_dir=run_dir, progress=progress, resume=resume)
     return load_teacher(run_dir, dataset, device)
+
+
+def _finished(run_dir: Path) -> bool:
+    """Whether the ``td3rec train`` run in ``run_dir`` finished (its metrics.json says so)."""
+    try:
+        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("status") == "finished"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @torch.no_grad()

@@ -34,6 +34,8 @@ class SequentialRecommender(nn.Module, ABC):
     name: str = ""
     #: whether the representation at a position depends only on earlier positions
     causal: bool = True
+    #: whether inputs are limited to ``max_len`` positions (a learned position table, as SASRec and BERT4Rec)
+    positional: bool = False
 
     def __init__(self, n_items: int, hidden_size: int, max_len: int) -> None:
         super().__init__()

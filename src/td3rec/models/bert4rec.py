@@ -69,6 +69,7 @@ class BERT4Rec(SequentialRecommender):
 
     name = "bert4rec"
     causal = False
+    positional = True
 
     def __init__(self, n_items: int, max_len: int, config: BERT4RecConfig | None = None) -> None:
         config = config if config is not None else BERT4RecConfig()

@@ -52,6 +52,13 @@ def make_model_config(name: str, **overrides: Any) -> ModelConfig:
     return config_class(**overrides)
 
 
+def max_input_length(name: str, max_len: int) -> int | None:
+    """The longest input sequence learner ``name`` built with ``max_len`` accepts (``None``: no limit, the
+    recurrent learners); sequences longer than this would overflow its position table."""
+    model_class, _ = _lookup(name)
+    return max_len if model_class.positional else None
+
+
 def build_model(name: str, n_items: int, max_len: int, **overrides: Any) -> SequentialRecommender:
     """A freshly initialised learner ``name`` for ``n_items`` items and sequences of at most ``max_len`` items.
 

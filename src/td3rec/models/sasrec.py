@@ -59,6 +59,7 @@ class SASRec(SequentialRecommender):
 
     name = "sasrec"
     causal = True
+    positional = True
 
     def __init__(self, n_items: int, max_len: int, config: SASRecConfig | None = None) -> None:
         config = config if config is not None else SASRecConfig()

@@ -13,11 +13,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from td3rec import __version__
 from td3rec.errors import DataError
-from td3rec.utils.atomic import atomic_path, write_json
+from td3rec.utils.atomic import write_bytes, write_json
 
 METADATA_KEY = "td3rec"
 
@@ -29,9 +30,11 @@ def save_summary(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
         if not torch.isfinite(t).all():
             raise ValueError(f"refusing to save a summary with non-finite values in {name}")
     meta = dict(metadata, td3rec_version=__version__)
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata={METADATA_KEY: json.dumps(meta)})
+    # serialised in memory, then written by Python: a full disk is an OSError (-> OutputError), not a
+    # library-specific exception, and the file appears atomically
+    data = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                             metadata={METADATA_KEY: json.dumps(meta)})
+    write_bytes(path, data)
     write_json(path.with_suffix(".json"), meta)
 
 

@@ -30,6 +30,12 @@ class TrainConfig:
         valid_metric: ``PROTOCOL:METRIC`` used for early stopping and the best checkpoint, e.g.
             ``full:NDCG@10`` (full ranking) or ``uni100:MRR@10``.
         keep_trajectory: keep one checkpoint per epoch (distillation samples learner starts from them).
+        checkpoint_every: write the resumable checkpoint (``resume.pt``: model, Adam state, random generator
+            states, position in the epoch, best state, patience counter, history) every this many optimiser
+            steps, and at every epoch end (0 = only at epoch ends); ``td3rec train --resume RUN_DIR``
+            continues from it.
+        max_nonfinite_steps: stop (exit code 3) after this many optimiser steps in a row with a NaN/inf loss
+            (each such step is skipped and counted; 0 = never stop).
         seed: seed of initialisation, shuffling, dropout and negative sampling.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         eval: evaluation settings (metrics, protocols, batch size).
@@ -47,6 +53,8 @@ class TrainConfig:
     patience: int = 10
     valid_metric: str = "full:NDCG@10"
     keep_trajectory: bool = True
+    checkpoint_every: int = 100
+    max_nonfinite_steps: int = 5
     seed: int = 0
     device: str = "auto"
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -62,6 +70,9 @@ class TrainConfig:
         resolve_device(self.device)
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        for name in ("checkpoint_every", "max_nonfinite_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         protocol, _, metric = self.valid_metric.partition(":")

@@ -1,0 +1,93 @@
+"""``td3rec proxy``: a summary as a cheap proxy for model selection.
+
+Trains every learner configuration declared in CONFIG.yaml once on the summary and once on the full data and
+reports how well the two rankings agree, and what each search cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args
+from td3rec.errors import ConfigError
+from td3rec.evaluation.proxy import format_report, load_proxy_config, run_proxy
+from td3rec.training.checkpoint import load_checkpoint
+from td3rec.utils.atomic import write_json
+from td3rec.utils.device import resolve_device
+
+NAME = "proxy"
+HELP = ("rank learner configurations by training them on a summary and on the full data: rank correlations, "
+        "top-k agreement and the time of both searches")
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG.yaml",
+                        help="the candidates (model, model_options, ...) and settings (see README)")
+    add_dataset_arguments(parser, positional=False)
+    parser.add_argument("--summary", required=True, metavar="FILE",
+                        help="the summary (.safetensors) distilled from --dataset")
+    parser.add_argument("--teacher", metavar="RUN_DIR",
+                        help="a `td3rec train` run; needed only by candidates with init: reference")
+    parser.add_argument("--json", metavar="FILE",
+                        help="write the report as JSON (also after every candidate, with status running)")
+    parser.add_argument("--resume", action="store_true",
+                        help="take the candidates already in --json FILE whose settings are unchanged instead of "
+                             "training them again")
+    parser.add_argument("--device", help="auto, cpu or cuda (default: the config's device, auto)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of CONFIG.yaml, e.g. --set summary_training.steps=100 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the full-data training progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+    config = load_proxy_config(args.config, overrides)
+    if not Path(args.summary).is_file():
+        raise ConfigError(f"summary {args.summary} does not exist")
+    json_path = Path(args.json) if args.json else None
+    if json_path is not None and json_path.is_dir():
+        raise ConfigError(f"--json {json_path} is a folder; give a file name")
+    if args.resume and json_path is None:
+        raise ConfigError("--resume takes the finished candidates from --json FILE; give --json")
+    reuse = _previous_candidates(json_path) if args.resume else None
+    device = resolve_device(config.device)
+    dataset = dataset_from_args(args)
+    teacher = None
+    if args.teacher:
+        teacher, meta = load_checkpoint(Path(args.teacher) / "best.pt", device)
+        if meta.get("fingerprint") != dataset.fingerprint():
+            raise ConfigError(f"teacher {args.teacher} was trained on different data than {dataset.name!r}")
+        teacher.eval()
+
+    def save_partial(rows: list[dict]) -> None:
+        if json_path is not None:
+            write_json(json_path, {"status": "running", "dataset": dataset.name, "summary": args.summary,
+                                   "candidates": rows})
+
+    result = run_proxy(dataset, args.summary, config, teacher=teacher, progress=not args.no_progress,
+                       reuse=reuse, on_candidate=save_partial)
+    report = result.to_dict()
+    print(format_report(report))
+    if json_path is not None:
+        write_json(json_path, {"status": "finished", **report})
+        print(f"results: {json_path}")
+    return 0
+
+
+def _previous_candidates(path: Path) -> dict[str, dict]:
+    """Candidate results of an earlier report at ``path`` by name (none when the file does not exist)."""
+    if not path.is_file():
+        log.info("%s does not exist yet: every candidate is trained", path)
+        return {}
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8")).get("candidates", [])
+        return {row["name"]: row for row in rows}
+    except (ValueError, AttributeError, KeyError, TypeError):
+        raise ConfigError(f"--resume: {path} is not a td3rec proxy report") from None

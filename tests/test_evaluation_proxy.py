@@ -1,0 +1,333 @@
+"""`td3rec proxy`: rank correlations (hand values, brute force, ties), top-k agreement, config validation, and an
+end-to-end run on generated data with a real tiny summary."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from td3rec.cli import main
+from td3rec.errors import ConfigError
+from td3rec.evaluation.proxy import (
+    ProxyCandidate,
+    ProxyConfig,
+    agreement,
+    average_ranks,
+    kendall_tau_b,
+    load_proxy_config,
+    pessimistic_ranks,
+    resolve_init,
+    spearman,
+    top_set,
+)
+
+from pipeline_support import distil_toy_summary, write_toy_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- rank correlations ------------------------------------------------------------------------------------
+def test_average_ranks_share_ties():
+    assert average_ranks([10, 30, 20, 30, 10]) == [1.5, 4.5, 3.0, 4.5, 1.5]
+    assert average_ranks([]) == []
+
+
+def test_spearman_hand_values():
+    # y ranks 1, 2, 3.5, 5, 3.5: sxy = 8, sxx = 10, syy = 9.5 -> 8 / sqrt(95)
+    assert spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(8 / math.sqrt(95))
+    # no ties: 1 - 6 sum d^2 / (n (n^2 - 1)) with d = (0, 2, -1, -1) -> 1 - 36 / 60
+    assert spearman([1, 2, 3, 4], [1, 4, 2, 3]) == pytest.approx(0.4)
+    assert spearman([0.1, 0.2, 0.3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+
+
+def test_kendall_hand_values():
+    # pairs of (12,1) (2,4) (1,7) (12,1) (2,0): 2 concordant, 6 discordant, 2 tied in x, 1 tied in y
+    assert kendall_tau_b([12, 2, 1, 12, 2], [1, 4, 7, 1, 0]) == pytest.approx(-4 / math.sqrt(8 * 9))
+    # no ties: tau-a; one inversion of six pairs -> (5 - 1) / 6
+    assert kendall_tau_b([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(4 / 6)
+    assert kendall_tau_b([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_constant_or_tiny_sides_are_undefined():
+    assert spearman([1, 1, 1], [1, 2, 3]) is None and kendall_tau_b([1, 2, 3], [5, 5, 5]) is None
+    assert spearman([1], [2]) is None and kendall_tau_b([1], [2]) is None
+    with pytest.raises(ValueError):
+        spearman([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError):
+        kendall_tau_b([1, float("nan")], [1, 2])
+
+
+def test_every_permutation_without_ties_matches_the_closed_forms():
+    n = 6
+    base = list(range(n))
+    for perm in itertools.permutations(base):
+        d2 = sum((a - b) ** 2 for a, b in zip(base, perm))
+        inversions = sum(perm[i] > perm[j] for i in range(n) for j in range(i + 1, n))
+        assert spearman(base, perm) == pytest.approx(1 - 6 * d2 / (n * (n * n - 1)))
+        assert kendall_tau_b(base, perm) == pytest.approx(1 - 4 * inversions / (n * (n - 1)))
+
+
+def _brute_spearman(x, y):
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    rx = np.array([(x < v).sum() + ((x == v).sum() + 1) / 2 for v in x])
+    ry = np.array([(y < v).sum() + ((y == v).sum() + 1) / 2 for v in y])
+    if rx.std() == 0 or ry.std() == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _brute_kendall(x, y):
+    sx = np.sign(np.subtract.outer(np.asarray(x, float), x))
+    sy = np.sign(np.subtract.outer(np.asarray(y, float), y))
+    denominator = math.sqrt((sx * sx).sum() * (sy * sy).sum())
+    return None if denominator == 0 else float((sx * sy).sum() / denominator)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=2, max_size=12))
+def test_correlations_match_brute_force_with_ties(pairs):
+    x, y = [p[0] for p in pairs], [p[1] for p in pairs]
+    for ours, brute in ((spearman(x, y), _brute_spearman(x, y)), (kendall_tau_b(x, y), _brute_kendall(x, y))):
+        if brute is None:
+            assert ours is None
+        else:
+            assert ours == pytest.approx(brute, abs=1e-12) and -1 <= ours <= 1
+    assert kendall_tau_b(x, y) == kendall_tau_b(y, x)
+
+
+# -- top-k agreement --------------------------------------------------------------------------------------
+NAMES = ["a", "b", "c", "d"]
+
+
+def test_agreement_hand_case():
+    proxy, full = [0.3, 0.1, 0.2, 0.4], [0.2, 0.1, 0.4, 0.3]
+    out = agreement(proxy, full, NAMES, k=3)
+    assert out["summary_ranks"] == [2, 4, 3, 1] and out["full_ranks"] == [3, 4, 1, 2]
+    assert out["best_full"] == ["c"] and out["top1"] is False and out["best_in_top_k"] is True
+    assert out["top_k_summary"] == ["d", "a", "c"] and out["top_k_full"] == ["c", "d", "a"]
+    assert out["top_k_overlap"] == 3
+    assert out["selected"] == "d" and out["regret"] == pytest.approx(0.1)
+    two = agreement(proxy, full, NAMES, k=2)
+    assert two["top_k_summary"] == ["d", "a"] and two["top_k_full"] == ["c", "d"]
+    assert two["top_k_overlap"] == 1 and two["best_in_top_k"] is False
+    same = agreement(full, full, NAMES, k=1)
+    assert same["top1"] and same["regret"] == 0 and same["spearman"] == pytest.approx(1.0)
+
+
+def test_ties_count_against():
+    assert pessimistic_ranks([0.5, 0.5, 0.2]) == [2, 2, 3]
+    assert top_set([0.5, 0.5, 0.2], 1) == []  # a tie for first place selects neither
+    assert top_set([0.9, 0.5, 0.5, 0.2], 2) == [0]
+    # a constant proxy selects nothing; the pick among ties is the first declared
+    out = agreement([0.5] * 4, [0.1, 0.2, 0.3, 0.4], NAMES, k=3)
+    assert out["top1"] is False and out["best_in_top_k"] is False and out["top_k_summary"] == []
+    assert out["top_k_overlap"] == 0 and out["spearman"] is None and out["kendall"] is None
+    assert out["selected"] == "a" and out["regret"] == pytest.approx(0.3)
+    # two full-data bests: agreement when either is the summary's top-1
+    tied = agreement([0.1, 0.2, 0.9, 0.3], [0.4, 0.1, 0.4, 0.3], NAMES, k=1)
+    assert tied["best_full"] == ["a", "c"] and tied["top1"] is True and tied["top_k_full"] == []
+
+
+# -- config validation ------------------------------------------------------------------------------------
+def _config(*candidates: dict, **settings_) -> ProxyConfig:
+    from td3rec.config import from_dict
+
+    return from_dict(ProxyConfig, {"candidates": list(candidates), **settings_})
+
+
+@pytest.mark.parametrize("candidates, settings_, message", [
+    ([{"model": "sasrec"}], {}, "at least 2 candidates, got 1"),
+    ([{"model": "sasrec"}, {"model": "transformer"}], {}, "unknown model 'transformer'"),
+    ([{"model": "sasrec"}, {"model": "gru4rec", "model_options": {"hiden_size": 8}}], {}, "unknown option(s) 'hiden_size'"),
+    ([{"model": "sasrec"}, {"model_options": {"hidden_size": 8}}], {}, "model is required"),
+    ([{"model": "sasrec"}, {"model": "sasrec"}], {}, "are both named 'sasrec'"),
+    ([{"model": "sasrec"}, {"model": "narm", "full_training": {"lrr": 1}}], {}, "unknown setting 'candidates[1].full_training.lrr'"),
+    ([{"model": "sasrec"}, {"model": "narm", "summary_training": {"optimizer": "rmsprop"}}], {}, "adam or sgd"),
+    ([{"model": "sasrec"}, {"model": "narm", "full_training": {"mode": "all"}}], {}, "mode must be prefix or window"),
+    ([{"model": "sasrec"}, {"model": "narm", "init": "warm"}], {}, "init must be one of"),
+    ([{"model": "sasrec"}, {"model": "narm"}], {"metrics": ["pop100:NDCG@10"]}, "not among eval.protocols"),
+    ([{"model": "sasrec"}, {"model": "narm"}], {"metrics": ["full:NDCG@7"]}, "at one of eval.ks"),
+    ([{"model": "sasrec"}, {"model": "narm"}], {"top_k": 0}, "top_k must be positive"),
+])
+def test_config_validation(candidates, settings_, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _config(*candidates, **settings_).validate()
+
+
+def test_reserved_full_training_keys_are_unknown(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("candidates: [{model: sasrec}, {model: narm}]\nfull_training: {model: gru4rec}\n")
+    with pytest.raises(ConfigError, match="unknown setting 'full_training.model'"):
+        load_proxy_config(path)
+    path.write_text("candidates: {model: sasrec}\n")
+    with pytest.raises(ConfigError, match="must be a list of mappings"):
+        load_proxy_config(path)
+
+
+def test_shipped_example_config():
+    config = load_proxy_config(ROOT / "benchmarks" / "proxy_ml100k.yaml")
+    assert len(config.candidates) >= 12
+    assert {c.model for c in config.candidates} == {"sasrec", "gru4rec", "narm", "bert4rec"}
+    inits = [resolve_init(config, i, 32, None, 50)[0] for i in range(len(config.candidates))]
+    assert "shared-item-factor" in inits and "scratch" in inits
+    names = [c.label for c in config.candidates]
+    assert inits[names.index("sasrec-h32-l1")] == "shared-item-factor"
+    assert inits[names.index("sasrec-h64-l1")] == "scratch"
+
+
+def test_default_names_and_init_rules():
+    config = _config({"model": "sasrec", "model_options": {"hidden_size": 16}},
+                     {"model": "gru4rec", "model_options": {"embedding_size": 8}, "summary_training": {"lr": 0.01}},
+                     {"model": "sasrec", "model_options": {"hidden_size": 8}, "init": "shared-item-factor"},
+                     {"model": "sasrec", "init": "reference"})
+    assert config.candidates[0].label == "sasrec(hidden_size=16)"
+    assert config.candidates[1].label == "gru4rec(embedding_size=8,summary.lr=0.01)"
+    assert resolve_init(config, 0, 16, None, 50) == ("shared-item-factor", "auto: hidden_size 16 = width of V")
+    assert resolve_init(config, 1, 16, None, 50)[0] == "scratch"
+    with pytest.raises(ConfigError, match="shared-item-factor needs hidden_size = 16"):
+        resolve_init(config, 2, 16, None, 50)
+    with pytest.raises(ConfigError, match="needs --teacher"):
+        resolve_init(config, 3, 16, None, 50)
+    assert config.summary_training_for(1).lr == 0.01 and config.summary_training_for(0).lr == 0.005
+
+
+# -- end to end -------------------------------------------------------------------------------------------
+TINY = """
+candidates:
+  - {model: sasrec, model_options: {hidden_size: 16, inner_size: 16}}
+  - {name: sasrec-h8, model: sasrec, model_options: {hidden_size: 8, inner_size: 8}}
+  - {model: gru4rec, model_options: {embedding_size: 16, hidden_size: 16}, full_training: {lr: 0.003}}
+summary_training: {steps: 8}
+full_training: {mode: window, epochs: 2, patience: 1}
+eval: {protocols: [full, uni50]}
+metrics: ["full:NDCG@10", "uni50:NDCG@10"]
+"""
+
+
+@pytest.fixture(scope="module")
+def toy_summary(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("proxy")
+    toy = write_toy_dataset(folder)
+    return toy, distil_toy_summary(toy, folder)
+
+
+def _proxy(toy, summary, config, *extra):
+    return main(["proxy", str(config), "--dataset", str(toy), "--k-core", "0", "--summary", str(summary),
+                 "--no-progress", "--device", "cpu", *extra])
+
+
+def test_cli_end_to_end(toy_summary, tmp_path, capsys):
+    toy, summary = toy_summary
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "proxy.json"
+    assert _proxy(toy, summary, config, "--json", str(out)) == 0
+    text = capsys.readouterr().out
+    assert "sasrec-h8" in text and "Spearman" in text and "speed-up" in text
+
+    report = json.loads(out.read_text())
+    assert report["status"] == "finished" and report["split"] == "valid" and report["max_len"] == 50
+    rows = report["candidates"]
+    assert [r["name"] for r in rows] == ["sasrec(hidden_size=16,inner_size=16)", "sasrec-h8",
+                                         "gru4rec(embedding_size=16,hidden_size=16,full.lr=0.003)"]
+    assert [r["init"] for r in rows] == ["shared-item-factor", "scratch", "shared-item-factor"]
+    for r in rows:
+        for side in ("summary", "full"):
+            assert set(r[side]["valid"]) == {"full", "uni50"} and 0 <= r[side]["valid"]["full"]["NDCG@10"] <= 1
+            assert r[side]["seconds"] > 0 and len(r[side]["runs"]) == 1
+        assert set(r["full"]["test"]) == {"full", "uni50"} and 1 <= r["full"]["runs"][0]["best_epoch"] <= 2
+        assert r["summary"]["training"]["steps"] == 8 and r["full"]["training"]["mode"] == "window"
+    assert rows[2]["full"]["training"]["lr"] == 0.003 and rows[0]["full"]["training"]["lr"] == 0.001
+    assert rows[0]["model_options"]["n_layers"] == 1  # the resolved learner settings, defaults included
+
+    assert set(report["agreement"]) == {"full:NDCG@10", "uni50:NDCG@10"}
+    for key, a in report["agreement"].items():
+        proxy = [r["summary"]["valid"][key.split(":")[0]]["NDCG@10"] for r in rows]
+        full = [r["full"]["valid"][key.split(":")[0]]["NDCG@10"] for r in rows]
+        assert a == json.loads(json.dumps(agreement(proxy, full, [r["name"] for r in rows], 3)))
+    t = report["time"]
+    assert t["summary_search_seconds"] >= sum(r["summary"]["seconds"] for r in rows) > 0
+    assert t["full_search_seconds"] == pytest.approx(sum(r["full"]["seconds"] for r in rows)) and t["full_search_seconds"] > 0
+    assert t["speedup"] == pytest.approx(t["full_search_seconds"] / t["summary_search_seconds"])
+
+    # --resume: unchanged candidates are taken from the report, a changed one is trained again
+    assert _proxy(toy, summary, config, "--json", str(out), "--resume",
+                  "--set", "candidates=" + json.dumps([{"model": "sasrec", "model_options": {"hidden_size": 16, "inner_size": 16}},
+                                                       {"name": "sasrec-h8", "model": "sasrec",
+                                                        "model_options": {"hidden_size": 8, "inner_size": 8},
+                                                        "summary_training": {"steps": 9}}])) == 0
+    again = json.loads(out.read_text())["candidates"]
+    assert again[0] == rows[0]
+    assert again[1]["summary"]["training"]["steps"] == 9  # trained again (a reused result would say 8)
+
+
+def test_cli_user_mistakes_are_one_line_exit_2(toy_summary, tmp_path, capsys):
+    toy, summary = toy_summary
+    cases = [
+        ("candidates: [{model: sasrec}]\n", "at least 2 candidates"),
+        ("candidates: [{model: sasrec}, {model: lstm}]\n", "unknown model 'lstm'"),
+        ("candidates: [{model: sasrec}, {model: narm, model_options: {depth: 3}}]\n", "unknown option(s) 'depth'"),
+        ("candidates: [{model: sasrec}, {model: narm}]\nsteps: 3\n", "unknown setting 'steps'"),
+        ("candidates: [{model: sasrec}, {model: narm, model_options: {embedding_size: 8}, init: shared-item-factor}]\n"
+         "eval: {protocols: [full]}\nmetrics: ['full:NDCG@10']\n", "shared-item-factor needs embedding_size = 16"),
+        ("candidates: [{model: sasrec}, {model: narm}]\n", "sampled evaluation with 100 negatives is impossible"),
+    ]
+    out = tmp_path / "never.json"
+    for text, message in cases:
+        config = tmp_path / "bad.yaml"
+        config.write_text(text)
+        assert _proxy(toy, summary, config, "--json", str(out)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("td3rec proxy: error:") and message in err[-1], err
+        assert not any("Traceback" in line for line in err)
+    assert not out.exists()  # refused before any training
+    config = tmp_path / "ok.yaml"
+    config.write_text("candidates: [{model: sasrec}, {model: narm}]\n")
+    assert _proxy(toy, tmp_path / "missing.safetensors", config) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_benchmark_script_runs_on_toy_data(toy_summary, tmp_path, monkeypatch):
+    toy, summary = toy_summary
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("- {name: sasrec-h8", "# - {name: sasrec-h8"))
+    spec = importlib.util.spec_from_file_location("proxy_ml100k", ROOT / "benchmarks" / "proxy_ml100k.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["proxy_ml100k.py", "--summary", str(summary), "--config", str(config),
+                                      "--dataset", str(toy), "--k-core", "0", "--results", str(tmp_path / "res")])
+    module.main()
+    report = json.loads((tmp_path / "res" / "proxy_ml100k.json").read_text())
+    assert report["status"] == "finished" and len(report["candidates"]) == 2
+    assert report["meta"]["command"].startswith("python proxy_ml100k.py --summary")
+    md = (tmp_path / "res" / "proxy_ml100k.md").read_text()
+    assert "speed-up" in md and "| full:NDCG@10 |" in md and "Spearman" in md
+
+
+def test_reference_init_needs_an_identical_teacher(toy_summary, tmp_path, capsys):
+    toy, summary = toy_summary
+    teacher = summary.parent.parent / "teacher"  # distil_toy_summary's teacher: sasrec, hidden 16, inner 16
+    config = tmp_path / "ref.yaml"
+    base = ("summary_training: {steps: 3}\nfull_training: {mode: window, epochs: 1}\neval: {protocols: [full]}\n"
+            "metrics: ['full:NDCG@10']\n")
+    config.write_text("candidates: [{name: ref, model: sasrec, model_options: {hidden_size: 8}, init: reference},"
+                      " {model: narm}]\n" + base)
+    assert _proxy(toy, summary, config, "--teacher", str(teacher)) == 2
+    assert "only applies to a candidate identical to it" in capsys.readouterr().err
+    config.write_text("candidates: [{name: ref, model: sasrec, model_options: {hidden_size: 16, inner_size: 16}, "
+                      "init: reference}, {model: sasrec, model_options: {hidden_size: 8, inner_size: 8}}]\n" + base)
+    out = tmp_path / "ref.json"
+    assert _proxy(toy, summary, config, "--teacher", str(teacher), "--json", str(out)) == 0
+    rows = json.loads(out.read_text())["candidates"]
+    assert [r["init"] for r in rows] == ["reference", "scratch"]
