@@ -15,7 +15,7 @@ from td3rec import __version__
 from td3rec.errors import UserError
 
 #: sub-command modules, in the order ``td3rec --help`` lists them
-COMMANDS = ["datasets", "stats", "train", "distill", "evaluate", "export", "inspect", "proxy"]
+COMMANDS = ["datasets", "stats", "train", "distill", "evaluate", "export", "inspect", "proxy", "benchmark", "report"]
 
 log = logging.getLogger("td3rec")
 
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``td3rec`` console script; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # the command line, for re-launching (--nproc)
     configure_logging(args.verbose, args.quiet)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -65,10 +65,12 @@ def shortcut_overrides(args: argparse.Namespace, shortcuts: dict[str, str]) -> l
     return [f"{key}={getattr(args, flag)}" for flag, key in shortcuts.items() if getattr(args, flag, None) is not None]
 
 
-def default_output_dir(args: argparse.Namespace, template: str, **fields: object) -> str:
+def default_output_dir(args: argparse.Namespace, template: str, check: bool = True, **fields: object) -> str:
     """``--out`` or ``template`` filled with the dataset's file/registry name and ``fields``; checked for
-    ``--overwrite`` right away."""
+    ``--overwrite`` right away (unless ``check`` is false: the processes of a group other than process 0,
+    which never write there)."""
     dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(args.dataset).rstrip("/").split("/")[-1])
     out = args.out or template.format(dataset=dataset, **fields)
-    check_output_dir(out, args.overwrite)
+    if check:
+        check_output_dir(out, args.overwrite)
     return out

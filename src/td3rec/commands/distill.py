@@ -1,8 +1,12 @@
-"""``td3rec distill``: distill a dataset into a TD3 synthetic sequence summary."""
+"""``td3rec distill``: distill a dataset into a synthetic sequence summary (TD3, or Farzi Data with --method farzi)."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import logging
+
+import torch
 
 from td3rec.commands._common import (
     add_config_arguments,
@@ -13,20 +17,24 @@ from td3rec.commands._common import (
 )
 from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args, require_dataset
 from td3rec.commands._resume import add_resume_argument, record_run, resume_settings
+from td3rec.config import to_dict
 from td3rec.distill.config import DistillConfig
 from td3rec.distill.distiller import Distiller
+from td3rec.distill.distributed import launch, launch_environment, process_group
 from td3rec.distill.teacher import load_teacher
+from td3rec.errors import ConfigError
 from td3rec.utils.device import resolve_device
 
 NAME = "distill"
-HELP = "distill a dataset into a TD3 synthetic sequence summary (reference ML-100k settings by default)"
+HELP = ("distill a dataset into a synthetic sequence summary: TD3 (reference ML-100k settings by default) or "
+        "Farzi Data (--method farzi)")
 
 #: command-line flags that are shortcuts for config keys
 _SHORTCUTS = {
     "epochs": "epochs", "max_steps": "max_steps", "n_sequences": "n_sequences", "seq_len": "seq_len",
     "d1": "d1", "d2": "d2", "inner_steps": "inner_steps", "window": "window", "real_batch_size": "real_batch_size",
     "feature_weight": "feature_weight", "outer_lr": "outer_lr", "seed": "seed", "device": "device",
-    "eval_init": "eval_init", "model": "model",
+    "eval_init": "eval_init", "model": "model", "method": "method",
 }
 
 
@@ -34,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser, positional=False, required=False)
     parser.add_argument("--teacher", metavar="RUN_DIR",
                         help="folder of a `td3rec train` run to use as teacher (default: train one on the fly)")
+    parser.add_argument("--method", choices=["td3", "farzi"],
+                        help="summary: td3 (Tucker factors, default) or farzi (latent summary x learned decoder)")
     parser.add_argument("--model", help="distillation architecture (default sasrec)")
     parser.add_argument("--epochs", type=int, help="outer epochs (default 30)")
     parser.add_argument("--max-steps", type=int, help="stop after this many outer steps (default: no limit)")
@@ -52,33 +62,73 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     add_output_arguments(parser, "runs/distill-DATASET-seedS")
     add_resume_argument(parser)
+    parser.add_argument("--nproc", type=int, metavar="N",
+                        help="distil with N processes on this machine (re-runs this command under "
+                             "torch.distributed.run; needs --teacher). For several machines start `torchrun ... -m "
+                             "td3rec distill ...` on each instead (see README)")
 
 
 def run(args: argparse.Namespace) -> int:
+    # inside a torchrun group (torchrun ... -m td3rec distill, or --nproc N) or a single process
+    env = launch_environment(args.nproc)
+    if not env.is_main and not args.verbose:
+        logging.getLogger("td3rec").setLevel(logging.ERROR)  # process 0 reports; the others only errors
     if args.resume:
         config, out = resume_settings(DistillConfig, args, _SHORTCUTS, extra=("teacher",))
     else:
         require_dataset(args)
         config = config_from_args(DistillConfig, args, _SHORTCUTS)
-        out_path = default_output_dir(args, "runs/distill-{dataset}-seed{seed}", seed=config.seed)
-    dataset = dataset_from_args(args)
-    _check_teacher(args.teacher, dataset, config)
-    if not args.resume:
-        out = prepare_output_dir(out_path, args.overwrite)
-        record_run(out, args, extra=("teacher",))
-    distiller = Distiller(dataset, config, run_dir=out, teacher_run=args.teacher, progress=not args.no_progress)
-    result = distiller.run(resume=bool(args.resume))
+        out_path = default_output_dir(args, "runs/distill-{dataset}-seed{seed}", seed=config.seed,
+                                      check=env.is_main)
+    if env.distributed and args.teacher is None:
+        raise ConfigError("multi-process distillation needs a trained teacher: give --teacher RUN_DIR (train one "
+                          "with `td3rec train` first)")
+    if env.needs_launch:  # --nproc N: run this same command line in N processes and wait for them
+        return launch(args._argv, env.launch_nproc)
+    with process_group(env, resolve_device(config.device)) as group:
+        dataset = group.local_main_first(lambda: dataset_from_args(args))
+        teacher = _check_teacher(args.teacher, dataset, config)
+        if group.world_size > 1:
+            group.check_same("the data, the teacher and the settings",
+                             (dataset.fingerprint(), _digest(teacher), to_dict(config)))
+        if not args.resume:
+            out = group.on_main(lambda: _prepare_output(out_path, args))
+        distiller = Distiller(dataset, config, run_dir=out, teacher_run=args.teacher,
+                              progress=not args.no_progress and group.is_main, distributed=group)
+        result = distiller.run(resume=bool(args.resume))
+    if not env.is_main:
+        return 0
     print(f"best summary: epoch {result.best_epoch}, valid {config.select_metric} {result.best_value:.4f} "
           f"({config.eval_init} initialisation); median {result.seconds_per_step:.2f} s per outer step")
     print(f"summary: {out / 'summary_best.safetensors'}")
     return 0
 
 
-def _check_teacher(teacher_run: str | None, dataset, config: DistillConfig) -> None:
+def _check_teacher(teacher_run: str | None, dataset, config: DistillConfig):
     """Before any work: the teacher folder is a finished run on this data, and the summary and real inputs
-    fit the learner's position table (the teacher's, or the one a teacher trained here will have)."""
+    fit the learner's position table (the teacher's, or the one a teacher trained here will have). Returns the
+    loaded teacher (None when it is trained in the run)."""
     if teacher_run is None:
         config.check_learner(config.model, config.max_len)
-        return
+        return None
     teacher = load_teacher(teacher_run, dataset, resolve_device(config.device))
     config.check_learner(teacher.model_name, teacher.model.max_len)
+    return teacher
+
+
+def _prepare_output(out_path, args: argparse.Namespace):
+    """Create the output folder and record how the run was started (process 0 only)."""
+    out = prepare_output_dir(out_path, args.overwrite)
+    record_run(out, args, extra=("teacher",))
+    return out
+
+
+def _digest(teacher) -> str | None:
+    """A digest of the teacher's weights: every process of a group must distil with the same teacher."""
+    if teacher is None:
+        return None
+    digest = hashlib.sha256()
+    for name, tensor in teacher.model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -12,6 +12,7 @@ from td3rec.errors import ConfigError
 from td3rec.evaluation.initialisation import PROTOCOLS
 from td3rec.evaluation.suite import DataSpec, SuiteConfig, run_suite
 from td3rec.models.registry import MODEL_NAMES
+from td3rec.summary.real_subset import FEATURE_METHODS, SUBSET_METHODS
 from td3rec.training.checkpoint import load_checkpoint
 from td3rec.utils.atomic import write_json
 from td3rec.utils.device import resolve_device
@@ -26,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser, positional=False)
     parser.add_argument("--summary", action="append", default=[], metavar="FILE",
                         help="a summary file (.safetensors) to evaluate (repeatable)")
-    parser.add_argument("--subset", action="append", default=[], choices=["random", "longest"],
-                        help="also evaluate a real-subset baseline of --n users (repeatable)")
+    parser.add_argument("--subset", action="append", default=[], choices=list(SUBSET_METHODS),
+                        help="also evaluate a real-subset baseline of --n users (repeatable); herding and kcenter "
+                             "select on teacher features and need --teacher")
     parser.add_argument("--n", type=int, default=30, help="users in each real subset (default 30)")
     parser.add_argument("--whole", action="store_true", help="also train on the full data (early stopping)")
     parser.add_argument("--arch", default="sasrec",
@@ -69,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if args.whole:
         specs.append(DataSpec("whole"))
     if not specs:
-        raise ConfigError("nothing to evaluate: give --summary FILE, --subset random|longest or --whole")
+        raise ConfigError(f"nothing to evaluate: give --summary FILE, --subset {'|'.join(SUBSET_METHODS)} or --whole")
+    if any(kind in FEATURE_METHODS for kind in args.subset) and not args.teacher:
+        raise ConfigError("--subset herding/kcenter select on teacher features: give --teacher RUN_DIR")
     for p in args.summary:
         if not Path(p).is_file():
             raise ConfigError(f"summary {p} does not exist")

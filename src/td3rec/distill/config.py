@@ -7,10 +7,13 @@ from dataclasses import dataclass, field
 from td3rec.errors import ConfigError
 from td3rec.evaluation.evaluator import EvalConfig
 from td3rec.models.registry import make_model_config, max_input_length
+from td3rec.summary.farzi import FARZI_DECODERS
 from td3rec.utils.device import resolve_device
 
 INIT_PROTOCOLS = ("reference", "shared-item-factor", "scratch")
 RESET_MODES = ("epoch", "step", "random")
+#: summary parameterisations: TD3's Tucker factors, or Farzi Data's latent summary and decoder
+METHODS = ("td3", "farzi")
 
 
 @dataclass
@@ -39,16 +42,22 @@ class InnerConfig:
 
 @dataclass
 class DistillConfig:
-    """TD3 distillation.
+    """TD3 distillation (and Farzi Data through the same bi-level loop).
 
     Attributes:
+        method: summary parameterisation: ``td3`` (Tucker factors U, T, G over the fixed V) or ``farzi``
+            (a latent ``n × L × farzi_latent_dim`` summary times a learned decoder; :mod:`td3rec.summary.farzi`).
+        farzi_latent_dim: Farzi's latent width d.
+        farzi_decoder: ``factorised`` (decoder = D · V^T with a learned ``d × d3`` D: the read-out never builds
+            ``n × L × |I|``) or ``full`` (a learned ``d × |I|`` decoder, read out by the plain materialised softmax).
         model: distillation architecture (the learner in the inner loop and the teacher), default sasrec.
         max_len: real input length L used by the teacher and the real batches.
         n_sequences: synthetic sequences n (reference ML-100k 30).
         seq_len: synthetic sequence length (reference ML-100k 50).
-        d1: user-factor rank; d2: temporal-factor rank (d3 = teacher hidden size, from V).
+        d1: user-factor rank; d2: temporal-factor rank (d3 = teacher hidden size, from V); TD3 only.
         init_std: standard deviation of the normal initialisation of U and T (G: N(0, 2/(d2·d3)), as the reference).
-        learn_item_factor: learn V instead of keeping the teacher's item embedding (ablation).
+        learn_item_factor: learn V instead of keeping the teacher's item embedding (ablation; for Farzi only with
+            the factorised decoder).
         inner: inner-loop settings.
         inner_steps: maximum unroll length (reference 200).
         window: steps kept in the graph at the end of each unroll (reference 40); ``window == inner_steps``
@@ -79,6 +88,9 @@ class DistillConfig:
         eval: metric settings for validation.
     """
 
+    method: str = "td3"
+    farzi_latent_dim: int = 8
+    farzi_decoder: str = "factorised"
     model: str = "sasrec"
     max_len: int = 50
     n_sequences: int = 30
@@ -119,6 +131,15 @@ class DistillConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.farzi_decoder not in FARZI_DECODERS:
+            raise ConfigError(f"farzi_decoder must be one of {', '.join(FARZI_DECODERS)}, not {self.farzi_decoder!r}")
+        if self.farzi_latent_dim <= 0:
+            raise ConfigError(f"farzi_latent_dim must be positive, got {self.farzi_latent_dim}")
+        if self.method == "farzi" and self.farzi_decoder == "full" and self.learn_item_factor:
+            raise ConfigError("learn_item_factor applies to TD3 and to Farzi's factorised decoder; the full decoder "
+                              "has no item factor in its read-out")
         make_model_config(self.model)  # unknown architecture -> ConfigError
         resolve_device(self.device)
         if self.inner.batch_size <= 0 or self.inner.lr <= 0:

@@ -25,16 +25,17 @@ from tqdm.auto import tqdm
 from td3rec.config import dump_yaml, to_dict
 from td3rec.data.sequences import Examples, SequenceDataset, leave_one_out, prefix_examples
 from td3rec.distill.config import DistillConfig
+from td3rec.distill.distributed import SINGLE_PROCESS, SingleProcess
 from td3rec.distill.inner_loop import EMBEDDING_KEY, InnerLoop, LearnerState, draw_unroll_length
 from td3rec.distill.progress import DistillProgress, learner_from_payload, learner_payload
-from td3rec.distill.teacher import Teacher, load_teacher, teacher_features, train_teacher
+from td3rec.distill.summaries import build_summary
+from td3rec.distill.teacher import Teacher, load_teacher, train_teacher
 from td3rec.errors import ConfigError, DataError, DivergedError
 from td3rec.evaluation.summary_eval import evaluate_sources
-from td3rec.evaluation.sources import SoftSequences
 from td3rec.models.registry import build_model
 from td3rec.summary.io import save_summary
 from td3rec.summary.readout import logsumexp_scores
-from td3rec.summary.tucker import TuckerConfig, TuckerSummary
+from td3rec.summary.tucker import TuckerSummary
 from td3rec.training.checkpoint import load_checkpoint
 from td3rec.training.config import TrainConfig
 from td3rec.utils.atomic import write_json, write_text
@@ -77,14 +78,22 @@ class Distiller:
     """Runs TD3 on one dataset with one config; writes summaries, logs and metrics into a run folder."""
 
     def __init__(self, dataset: SequenceDataset, config: DistillConfig, run_dir: str | Path | None = None,
-                 teacher_run: str | Path | None = None, progress: bool = True) -> None:
+                 teacher_run: str | Path | None = None, progress: bool = True,
+                 distributed: SingleProcess | None = None) -> None:
         config.validate()
         self.dataset = dataset
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.teacher_run = Path(teacher_run) if teacher_run is not None else None
         self.progress = progress
-        self.device = resolve_device(config.device)
+        #: the process group of a multi-process run (td3rec.distill.distributed); the no-op one otherwise
+        self.dist = distributed if distributed is not None else SINGLE_PROCESS
+        self.device = self.dist.device(resolve_device(config.device))
+        #: the folder this process writes to: the run folder in process 0 (or a single process), else none
+        self.out_dir = self.run_dir if self.dist.is_main else None
+        if self.dist.world_size > 1 and self.teacher_run is None:
+            raise ConfigError("multi-process distillation needs a trained teacher (--teacher RUN_DIR): train one "
+                              "with `td3rec train` first")
 
     # -- setup --------------------------------------------------------------------------------------
     def _teacher(self, resume: bool = False) -> Teacher:
@@ -123,9 +132,9 @@ class Distiller:
         split = leave_one_out(self.dataset)
         examples = prefix_examples(split, cfg.max_len)
         checkpoint = self.run_dir / RESUME_FILE if self.run_dir is not None else None
-        log_path = self.run_dir / "steps.jsonl" if self.run_dir is not None else None
+        log_path = self.out_dir / "steps.jsonl" if self.out_dir is not None else None
         resuming = resume and checkpoint is not None and checkpoint.is_file()
-        if self.run_dir is not None and not resuming:  # written first: a run stopped at any point can resume
+        if self.out_dir is not None and not resuming:  # written first: a run stopped at any point can resume
             if resume:
                 log.warning("%s has no resume checkpoint yet (stopped before the first one): starting over",
                             self.run_dir)
@@ -136,13 +145,9 @@ class Distiller:
         # the global generator (dropout, random learner starts) no longer depends on whether the teacher was
         # trained here or loaded
         torch.manual_seed(cfg.seed)
-        feats = teacher_features(teacher.model, examples, self.device)
+        feats = self.dist.teacher_features(teacher.model, examples, self.device)
         V = teacher.model.item_vectors().detach().clone()
-        summary = TuckerSummary(
-            TuckerConfig(n_sequences=cfg.n_sequences, seq_len=cfg.seq_len, d1=cfg.d1, d2=cfg.d2,
-                         init_std=cfg.init_std, learn_item_factor=cfg.learn_item_factor, chunk_size=cfg.chunk_size),
-            V, generator=generator,
-        ).to(self.device)
+        summary = build_summary(cfg, V, generator=generator).to(self.device)  # TD3 (Tucker) or Farzi
         learner = build_model(teacher.model_name, self.dataset.n_items, teacher.model.max_len,
                               **_model_options(teacher.model)).to(self.device)
         inner = InnerLoop(learner, cfg.inner, cfg.n_sequences, cfg.chunk_size)
@@ -155,7 +160,7 @@ class Distiller:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
         fingerprint = self.dataset.fingerprint()
         meta_base = {
-            "method": "td3", "dataset": self.dataset.name, "dataset_fingerprint": fingerprint,
+            **summary.metadata(), "dataset": self.dataset.name, "dataset_fingerprint": fingerprint,
             "n_items": self.dataset.n_items, "item_tokens": [str(t) for t in self.dataset.item_tokens],
             "teacher_model": teacher.model_name, "teacher_options": _model_options(teacher.model),
             "teacher_run": str(teacher.run_dir), "config": to_dict(cfg),
@@ -164,17 +169,18 @@ class Distiller:
         state: LearnerState | None = None
         if resuming:
             progress, state = self._restore(checkpoint, fingerprint, summary, opt, sched, generator)
-            kept = rewrite_jsonl(log_path, lambda r: r.get("step", 0) <= progress.global_step)
+            kept = rewrite_jsonl(log_path, lambda r: r.get("step", 0) <= progress.global_step) if log_path else 0
             log.info("resuming %s at outer step %d (epoch %d, %d steps of it done); %d step records kept",
                      self.run_dir, progress.global_step, progress.epoch, progress.position, kept)
-        log.info("distilling %s: %d real examples, %d outer steps per epoch, summary %d x %d (d1=%d d2=%d d3=%d), "
-                 "%d learned parameters", self.dataset.name, len(examples), steps_per_epoch, cfg.n_sequences,
-                 cfg.seq_len, cfg.d1, cfg.d2, V.shape[1], summary.num_parameters(include_item_factor=False))
+        self.dist.sync_start(progress.global_step, generator)  # (multi-process) same start, same generators
+        log.info("distilling %s: %d real examples, %d outer steps per epoch, %s summary %d x %d (d3=%d), "
+                 "%d learned parameters", self.dataset.name, len(examples), steps_per_epoch, cfg.method,
+                 cfg.n_sequences, cfg.seq_len, V.shape[1], summary.num_parameters(include_item_factor=False))
 
         guard = NonFiniteGuard(cfg.max_nonfinite_steps, progress.skipped, progress.nonfinite_streak)
 
         def save_progress() -> None:
-            if checkpoint is None:
+            if checkpoint is None or self.out_dir is None:
                 return
             progress.skipped, progress.nonfinite_streak = guard.total, guard.streak
             save_run_state(checkpoint, "distill", {
@@ -196,18 +202,19 @@ class Distiller:
             while progress.position < steps_per_epoch and not (cfg.max_steps and progress.global_step >= cfg.max_steps):
                 start = time.perf_counter()
                 index = progress.order[progress.position * batch_size : (progress.position + 1) * batch_size]
-                if cfg.reset == "step" and progress.global_step > 0:
+                if cfg.reset == "step" and progress.position > 0:  # (the epoch's first step has a fresh start)
                     state = inner.start(self._start_params(teacher, generator))
                 n_unroll = draw_unroll_length(cfg.inner_steps, cfg.window, cfg.random_unroll, generator)
                 W = summary.core_product()
                 state = inner.unroll(state, W, summary.item_factor, n_unroll, cfg.window, generator)
-                batch = examples.subset(index).to(self.device)
+                local = self.dist.share(index)  # this process's contiguous share of the global batch
                 learner.eval()
-                loss, ce, mse = outer_loss(learner, state.params, batch, feats[index.to(self.device)],
-                                           cfg.feature_weight, cfg.chunk_size)
-                learner.train()
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                loss, ce, mse = self.dist.backward(  # the global batch's loss and meta-gradient (all-reduced)
+                    lambda: outer_loss(learner, state.params, examples.subset(local).to(self.device),
+                                       feats[local.to(self.device)], cfg.feature_weight, cfg.chunk_size),
+                    summary.parameters(), len(local), len(index))
+                learner.train()
                 grad_norm = torch.nn.utils.clip_grad_norm_(summary.parameters(),
                                                            cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
                 state = state.detached()
@@ -217,7 +224,7 @@ class Distiller:
                 else:
                     log.warning("outer step %d: non-finite loss or meta-gradient, update skipped (%d in a row, "
                                 "%d in all)", progress.global_step + 1, guard.streak, guard.total)
-                    if not all_finite(*state.params.values()):
+                    if self.dist.any(not all_finite(*state.params.values())):
                         log.warning("the inner learner diverged; it restarts from a new start point")
                         state = inner.start(self._start_params(teacher, generator))
                 with warnings.catch_warnings():  # a skipped first update is not the misuse torch warns about
@@ -239,6 +246,7 @@ class Distiller:
                 if cfg.checkpoint_every and progress.global_step % cfg.checkpoint_every == 0:
                     progress.epoch_elapsed = time.perf_counter() - epoch_start
                     save_progress()
+            self.dist.sync_summary(summary)  # (multi-process) every process validates and saves process 0's summary
             progress.epoch_seconds.append(time.perf_counter() - epoch_start)
             last_epoch = bool(cfg.max_steps and progress.global_step >= cfg.max_steps) or epoch == cfg.epochs
             if (cfg.eval_every and epoch % cfg.eval_every == 0) or last_epoch:
@@ -251,7 +259,7 @@ class Distiller:
                     progress.best_value, progress.best_epoch = value, epoch
                     self._save(summary, "summary_best.safetensors", dict(meta_base, epoch=epoch, valid=valid["mean"]))
             self._save(summary, "summary_last.safetensors", dict(meta_base, epoch=epoch))
-            if self.run_dir is not None:
+            if self.out_dir is not None:
                 write_json(self.run_dir / "metrics.json", {"status": "running", "history": progress.history,
                                                            "outer_steps": progress.global_step,
                                                            "skipped_steps": guard.total})
@@ -266,7 +274,7 @@ class Distiller:
                                history=progress.history,
                                seconds_per_step=step_seconds[len(step_seconds) // 2] if step_seconds else 0.0,
                                run_dir=self.run_dir)
-        if self.run_dir is not None:
+        if self.out_dir is not None:
             write_json(self.run_dir / "metrics.json", {
                 "status": "finished", "best_epoch": progress.best_epoch, "select_metric": cfg.select_metric,
                 "best_value": progress.best_value, "outer_steps": progress.global_step, "skipped_steps": guard.total,
@@ -308,7 +316,7 @@ class Distiller:
         message = guard.message("the outer loss or meta-gradient", progress.global_step)
         log.error(message)
         self._save(summary, "summary_last.safetensors", dict(meta_base, epoch=epoch, stopped="non-finite steps"))
-        if self.run_dir is not None:
+        if self.out_dir is not None:
             write_json(self.run_dir / "metrics.json", {
                 "status": "diverged", "message": message, "outer_steps": progress.global_step,
                 "skipped_steps": guard.total, "best_epoch": progress.best_epoch, "history": progress.history})
@@ -318,7 +326,7 @@ class Distiller:
     def _validate(self, summary: TuckerSummary, teacher: Teacher, split) -> dict:
         """Train fresh learners on the current summary; validation metrics (mean and std over learners)."""
         cfg = self.config
-        source = SoftSequences(summary.core_product().detach(), summary.item_factor.detach(), cfg.chunk_size)
+        source = summary.source(cfg.chunk_size)
         return evaluate_sources(
             source, split, arch=teacher.model_name, protocol=cfg.eval_init, seeds=range(cfg.eval_learners),
             which="valid", max_len=teacher.model.max_len, eval_config=cfg.eval, device=self.device,
@@ -327,7 +335,7 @@ class Distiller:
         )
 
     def _save(self, summary: TuckerSummary, name: str, meta: dict) -> None:
-        if self.run_dir is None:
+        if self.out_dir is None:
             return
         tensors = summary.tensors()
         if not all(torch.isfinite(t).all() for t in tensors.values()):

@@ -104,7 +104,7 @@ class InnerLoop:
         if differentiable:
             params = state.params
         else:
-            W = W.detach()
+            W, V = W.detach(), V.detach()  # V is learned for some summaries (learned item factor, Farzi full)
             params = {k: v.detach().requires_grad_(k in self.trainable) for k, v in state.params.items()}
         loss = self.loss(params, W[rows], V, generator, probs[rows] if probs is not None else None)
         grads = torch.autograd.grad(loss, [params[k] for k in self.trainable], create_graph=differentiable)
@@ -128,7 +128,7 @@ class InnerLoop:
         probs = None
         if n_steps > window and W.shape[0] * W.shape[1] * V.shape[0] <= self.cache_limit:
             # the summary is fixed during the plain steps: read its distributions out once
-            probs = torch.softmax(W.detach() @ V.T, dim=-1)
+            probs = torch.softmax(W.detach() @ V.detach().T, dim=-1)
         for _ in range(n_steps - window):
             state = self.step(state, W, V, differentiable=False, generator=generator, probs=probs)
         del probs

@@ -33,12 +33,10 @@ from td3rec.errors import ConfigError
 from td3rec.evaluation.evaluator import EvalConfig, evaluation_negatives, parse_protocol
 from td3rec.evaluation.initialisation import PROTOCOLS
 from td3rec.evaluation.learner_training import LearnerTrainingConfig
-from td3rec.evaluation.sources import SoftSequences
 from td3rec.evaluation.summary_eval import evaluate_sources, mean_std
 from td3rec.models.base import SequentialRecommender
 from td3rec.models.registry import make_model_config, max_input_length
-from td3rec.summary.io import load_summary
-from td3rec.summary.readout import tucker_core_product
+from td3rec.summary.factors import load_summary_factors
 from td3rec.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -462,12 +460,12 @@ def run_proxy(
     config.validate()
     device = resolve_device(config.device)
     load_start = time.perf_counter()
-    tensors, summary_meta = load_summary(summary_path, expected_fingerprint=dataset.fingerprint())
-    W = tucker_core_product(tensors["G"], tensors["U"], tensors["T"])
-    source = SoftSequences(W.to(device), tensors["V"].to(device), config.summary_training.chunk_size)
+    factors = load_summary_factors(summary_path, expected_fingerprint=dataset.fingerprint())
+    summary_meta = factors.metadata
+    source = factors.source(device, config.summary_training.chunk_size)
     load_seconds = time.perf_counter() - load_start
     summary_sha256 = _file_sha256(summary_path)
-    V_width, seq_len = int(source.V.shape[1]), int(source.W.shape[1])
+    V_width, seq_len = int(factors.item_factor.shape[1]), int(factors.queries.shape[1])
     max_len = config.max_len or summary_max_len(summary_meta) or (teacher.max_len if teacher is not None else 50)
 
     # everything is resolved (and every mistake reported) before the first training

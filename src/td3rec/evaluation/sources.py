@@ -37,6 +37,33 @@ class SoftSequences:
 
 
 @dataclass
+class DecodedSoftSequences:
+    """A Farzi summary with a full learned decoder: ``latent [n, L, d]``, ``decoder [d, I]``; the input vectors
+    are the plain ``softmax(latent @ decoder) @ E`` (the item axis is materialised for the rows of a batch).
+
+    ``V [I, d3]`` is the item factor the ``shared-item-factor`` protocol starts learners from (not part of the
+    read-out).
+    """
+
+    latent: torch.Tensor
+    decoder: torch.Tensor
+    V: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.latent.shape[0])
+
+    def lengths(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(rows),), self.latent.shape[1], dtype=torch.long, device=self.latent.device)
+
+    def vectors(self, model: SequentialRecommender, rows: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.latent[rows] @ self.decoder, dim=-1) @ model.item_vectors()
+
+    def to(self, device: torch.device | str) -> "DecodedSoftSequences":
+        V = self.V.to(device) if self.V is not None else None
+        return DecodedSoftSequences(self.latent.to(device), self.decoder.to(device), V)
+
+
+@dataclass
 class HardSequences:
     """Real item-id sequences ``ids [n, L]`` (right-padded) with ``full_lengths [n]`` (each >= 2).
 

@@ -11,21 +11,22 @@ from pathlib import Path
 import torch
 
 from td3rec.data.sequences import LeaveOneOutSplit, SequenceDataset, leave_one_out
+from td3rec.errors import ConfigError
 from td3rec.evaluation.evaluator import EvalConfig
 from td3rec.evaluation.learner_training import LearnerTrainingConfig
-from td3rec.evaluation.sources import HardSequences, SoftSequences
+from td3rec.evaluation.sources import DecodedSoftSequences, HardSequences, SoftSequences
 from td3rec.evaluation.summary_eval import evaluate_sources, mean_std
 from td3rec.models.base import SequentialRecommender
-from td3rec.summary.io import load_summary
-from td3rec.summary.readout import tucker_core_product
-from td3rec.summary.real_subset import real_subset
+from td3rec.summary.factors import load_summary_factors
+from td3rec.summary.real_subset import FEATURE_METHODS, last_prefix_features, real_subset
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class DataSpec:
-    """One kind of training data: ``kind`` is summary, random, longest or whole."""
+    """One kind of training data: ``kind`` is summary, whole, or a real subset (random, longest, popular,
+    herding, kcenter; :mod:`td3rec.summary.real_subset`)."""
 
     kind: str
     path: str | None = None
@@ -66,16 +67,20 @@ class SuiteConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def summary_source(path: str, dataset: SequenceDataset, device: torch.device) -> SoftSequences:
-    """Load a TD3 summary checked against ``dataset`` and give it as soft training data."""
-    tensors, _ = load_summary(path, expected_fingerprint=dataset.fingerprint())
-    W = tucker_core_product(tensors["G"], tensors["U"], tensors["T"])
-    return SoftSequences(W.to(device), tensors["V"].to(device))
+def summary_source(path: str, dataset: SequenceDataset, device: torch.device,
+                   chunk_size: int | None = None) -> SoftSequences | DecodedSoftSequences:
+    """Load a summary (TD3, or Farzi with either decoder) checked against ``dataset`` and give it as soft
+    training data: :class:`SoftSequences` (TD3; Farzi factorised: ``W = latent · D`` over ``V``) or
+    :class:`DecodedSoftSequences` (Farzi with a full decoder)."""
+    return load_summary_factors(path, expected_fingerprint=dataset.fingerprint()).source(device, chunk_size)
 
 
 def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConfig, device: torch.device,
               teachers: dict[str, SequentialRecommender] | None = None) -> list[dict]:
-    """One result row per (data, architecture, initialisation); inapplicable cells are skipped with a reason."""
+    """One result row per (data, architecture, initialisation); inapplicable cells are skipped with a reason.
+
+    The ``herding`` and ``kcenter`` subsets select on the features of a teacher: the SASRec one in
+    ``teachers`` when there is one, else the first."""
     from td3rec.training.config import TrainConfig
     from td3rec.training.trainer import train_full_data
 
@@ -87,6 +92,12 @@ def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConf
         if spec.kind == "summary":
             shared_V = summary_source(spec.path, dataset, device).V
             break
+    features = None
+    if any(spec.kind in FEATURE_METHODS for spec in specs):
+        feature_teacher = teachers.get("sasrec") or next(iter(teachers.values()), None)
+        if feature_teacher is None:
+            raise ConfigError("the herding and kcenter subsets select on teacher features: give --teacher RUN_DIR")
+        features = last_prefix_features(feature_teacher, split)
     for spec in specs:
         if spec.kind == "whole":
             for arch in config.archs:
@@ -104,7 +115,7 @@ def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConf
                              "mean": mean, "std": std, "runs": runs, "train_seconds": seconds})
             continue
         source = summary_source(spec.path, dataset, device) if spec.kind == "summary" else \
-            real_subset(split, spec.kind, spec.n, config.max_len, seed=0)
+            real_subset(split, spec.kind, spec.n, config.max_len, seed=0, features=features)
         for arch in config.archs:
             teacher = teachers.get(arch)
             for init in config.inits:

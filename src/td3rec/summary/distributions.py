@@ -1,7 +1,9 @@
 """The summary's per-position item distributions, streamed in blocks so that ``n × L × |I|`` is never held.
 
 A summary file stores the Tucker factors; the distribution at synthetic sequence ``a`` and position ``b`` is
-``softmax(W[a, b] · V^T)`` with ``W = G ×1 U ×2 T`` (:mod:`td3rec.summary.readout`). Export and inspection
+``softmax(W[a, b] · V^T)`` with ``W = G ×1 U ×2 T`` (:mod:`td3rec.summary.readout`). A Farzi summary has the
+same form with ``W = latent · D`` (factorised decoder) or ``W = latent`` and ``decoder^T`` in place of ``V``
+(full decoder; :mod:`td3rec.summary.factors`). Export and inspection
 need the distributions themselves (argmax, sampling, top items, entropy), so :class:`SummaryDistributions`
 computes them one synthetic sequence at a time, and within a sequence at most ``max_elements // |I|``
 positions at a time (at least one): peak memory is ``O(max(max_elements, |I|))`` whatever ``n`` and ``L``.
@@ -21,10 +23,11 @@ from typing import Any
 import torch
 
 from td3rec.errors import DataError
+from td3rec.summary.factors import summary_factors
 from td3rec.summary.io import load_summary
 from td3rec.summary.readout import DENSE_MAX_ELEMENTS, tucker_core_product
 
-#: tensors a summary file must hold
+#: tensors a TD3 summary file must hold (Farzi files: :data:`td3rec.summary.factors.REQUIRED_TENSORS`)
 FACTOR_NAMES = ("U", "T", "G", "V")
 
 
@@ -58,8 +61,9 @@ class SummaryDistributions:
     """A summary's ``W [n, L, d3]`` and ``V [|I|, d3]`` (float64, CPU) with the raw item tokens.
 
     Attributes:
-        W: the Tucker core product; the logits at ``(a, b)`` are ``W[a, b] · V^T``.
-        V: the item factor; row ``j`` is internal item ``j + 1``.
+        W: the read-out queries (the Tucker core product); the logits at ``(a, b)`` are ``W[a, b] · V^T``.
+        V: the read-out keys (the item factor; a full Farzi decoder's transpose); row ``j`` is internal item
+            ``j + 1``.
         item_tokens: raw item id of internal item ``j + 1`` at index ``j`` (the dataset's id map).
         metadata: the summary file's JSON metadata (empty for an in-memory summary).
         source: where it came from, for messages.
@@ -100,24 +104,20 @@ class SummaryDistributions:
         """Load a summary file; a file that is missing, unreadable, or lacks factors or the item id map is a
         :class:`DataError` (one line for the CLI)."""
         tensors, meta = load_summary(path)
-        missing = [name for name in FACTOR_NAMES if name not in tensors]
-        if missing:
-            raise DataError(f"summary {path} has no {', '.join(missing)} factor; it is not a TD3 summary")
-        if tensors["V"].dim() != 2 or tensors["V"].shape[0] < 1:
-            raise DataError(f"summary {path}: the item factor V has shape {tuple(tensors['V'].shape)}, not [items, d3]")
+        f64 = {"dtype": torch.float64, "device": "cpu"}
+        tensors = {k: v.to(**f64) for k, v in tensors.items()}
+        factors = summary_factors(tensors, meta, f"summary {path}")  # TD3 or Farzi; checks tensors and shapes
         tokens = meta.get("item_tokens")
-        n_items = tensors["V"].shape[0]
+        n_items = factors.keys.shape[0]
         if not isinstance(tokens, list) or len(tokens) != n_items:
             have = f"{len(tokens)} item tokens" if isinstance(tokens, list) else "no item id map"
             raise DataError(f"summary {path} has {have} for {n_items} items; the raw item ids cannot be restored "
                             "(re-distil with this td3rec version)")
         if meta.get("n_items") is not None and meta["n_items"] != n_items:
-            raise DataError(f"summary {path}: metadata says {meta['n_items']} items, V has {n_items} rows; "
+            raise DataError(f"summary {path}: metadata says {meta['n_items']} items, the summary has {n_items}; "
                             "the file is inconsistent")
-        try:
-            return cls.from_factors(tensors["U"], tensors["T"], tensors["G"], tensors["V"], tokens, meta, str(path))
-        except ValueError as err:
-            raise DataError(f"summary {path} has inconsistent factor shapes ({err})") from None
+        return cls(factors.queries, factors.keys.contiguous(), [str(t) for t in tokens],
+                   meta, str(path))
 
     # -- shape --------------------------------------------------------------------------------------
     @property

@@ -111,6 +111,21 @@ class TuckerSummary(nn.Module):
         """The four Tucker factors by name (``U``, ``T``, ``G``, ``V``), detached: what a summary file stores."""
         return {"U": self.U.detach(), "T": self.T.detach(), "G": self.G.detach(), "V": self.V.detach()}
 
+    def metadata(self) -> dict:
+        """The method's entries of a summary file's metadata."""
+        return {"method": "td3"}
+
+    @property
+    def shared_item_factor(self) -> torch.Tensor:
+        """``V``: what the ``shared-item-factor`` protocol starts a learner's item embedding from."""
+        return self.V
+
+    def source(self, chunk_size: int | None = None):
+        """The summary (detached) as soft training data for evaluation learners."""
+        from td3rec.evaluation.sources import SoftSequences
+
+        return SoftSequences(self.core_product().detach(), self.V.detach(), chunk_size)
+
     def core_product(self, rows: Rows = None) -> torch.Tensor:
         """``W = G ×1 U ×2 T`` for the chosen synthetic sequences (all by default): ``[rows, L, d3]``."""
         return tucker_core_product(self.G, self.U[_index(rows, self.U.device)], self.T)

@@ -1,0 +1,48 @@
+"""``td3rec benchmark``: run a declared comparison grid, resumable, into one results table."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from td3rec.errors import ConfigError
+from td3rec.evaluation.benchmark import RESULTS_CSV, RESULTS_JSON, load_benchmark_config, run_benchmark
+
+NAME = "benchmark"
+HELP = ("run a comparison grid (datasets x methods x budgets x architectures x protocols x seeds); rerunning "
+        "continues where it stopped")
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG.yaml", help="the grid and its settings (see README)")
+    parser.add_argument("--results", metavar="DIR",
+                        help="results folder; finished cells there are kept and not recomputed "
+                             "(default: runs/benchmark-CONFIG)")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="dataset cache folder (default: $TD3REC_DATA_DIR, else ~/.cache/td3rec)")
+    parser.add_argument("--device", help="auto, cpu or cuda (default: the config's device)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of CONFIG.yaml, e.g. --set seeds=1 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+    config = load_benchmark_config(args.config, overrides)
+    results = Path(args.results or f"runs/benchmark-{Path(args.config).stem}")
+    if results.exists() and not results.is_dir():
+        raise ConfigError(f"--results {results} exists and is not a folder")
+    result = run_benchmark(config, results, data_dir=args.data_dir, progress=not args.no_progress)
+    statuses: dict[str, int] = {}
+    for row in result.rows:
+        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+    print(f"{result.total} cells: {result.computed} computed now, {result.reused} finished earlier "
+          f"({', '.join(f'{n} {s}' for s, n in sorted(statuses.items()))})")
+    print(f"results: {results / RESULTS_CSV}, {results / RESULTS_JSON}")
+    print(f"report: td3rec report {results}")
+    return 0

@@ -1,0 +1,87 @@
+"""The TD3 ablations run end to end through `td3rec distill` and each changes what it says it changes:
+no feature alignment, no augmentation, fixed unroll (and full BPTT), learned item factor, reset per step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from td3rec.cli import main
+from td3rec.distill import inner_loop
+from td3rec.distill.distiller import Distiller
+from td3rec.summary.io import load_summary
+from td3rec.training.checkpoint import load_checkpoint
+
+from pipeline_support import DISTILL_TINY
+
+
+def _distill(toy_data, toy_teacher, out, *settings: str) -> list[dict]:
+    """2 epochs x 4 outer steps (inner_steps 4, window 2) with ``settings`` (``key=value`` or ``--flag value``)."""
+    extra = [arg for s in settings for arg in (s.split(" ", 1) if s.startswith("--") else ("--set", s))]
+    assert main(["distill", "--dataset", str(toy_data), "--teacher", str(toy_teacher), "--epochs", "2",
+                 "--out", str(out), *DISTILL_TINY, *extra]) == 0
+    assert json.loads((out / "metrics.json").read_text())["status"] == "finished"
+    assert (out / "summary_best.safetensors").is_file()
+    return [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts of the learner starts and of the inner loop's cut-position draws."""
+    counts = {"starts": 0, "cuts": 0}
+    start, cuts = Distiller._start_params, inner_loop.draw_cut_positions
+
+    def counting_start(self, *args, **kwargs):
+        counts["starts"] += 1
+        return start(self, *args, **kwargs)
+
+    def counting_cuts(*args, **kwargs):
+        counts["cuts"] += 1
+        return cuts(*args, **kwargs)
+
+    monkeypatch.setattr(Distiller, "_start_params", counting_start)
+    monkeypatch.setattr(inner_loop, "draw_cut_positions", counting_cuts)
+    return counts
+
+
+def test_reference_settings_for_comparison(toy_data, toy_teacher, tmp_path, counted):
+    steps = _distill(toy_data, toy_teacher, tmp_path / "td3")
+    assert len(steps) == 8 and counted["starts"] == 2  # one learner start per outer epoch
+    assert counted["cuts"] > 0  # the augmented objective draws cut positions
+    assert any(s["unroll"] < 4 for s in steps)  # RaT-BPTT draws unroll lengths in [window, inner_steps]
+    assert all(s["loss"] > s["ce"] for s in steps)  # + λ · MSE
+    tensors, _ = load_summary(tmp_path / "td3" / "summary_best.safetensors")
+    teacher, _ = load_checkpoint(toy_teacher / "best.pt")
+    assert torch.equal(tensors["V"], teacher.item_vectors().detach())
+
+
+def test_no_feature_alignment(toy_data, toy_teacher, tmp_path):
+    steps = _distill(toy_data, toy_teacher, tmp_path / "d", "feature_weight=0")
+    assert all(s["loss"] == s["ce"] and s["mse"] > 0 for s in steps)
+
+
+def test_no_augmentation(toy_data, toy_teacher, tmp_path, counted):
+    _distill(toy_data, toy_teacher, tmp_path / "d", "inner.augment=false")
+    assert counted["cuts"] == 0
+
+
+@pytest.mark.parametrize("settings", [["random_unroll=false"], ["--window 4"]])
+def test_fixed_unroll(toy_data, toy_teacher, tmp_path, settings):
+    steps = _distill(toy_data, toy_teacher, tmp_path / "d", *settings)
+    assert all(s["unroll"] == 4 for s in steps)  # always inner_steps
+
+
+def test_learned_item_factor(toy_data, toy_teacher, tmp_path):
+    _distill(toy_data, toy_teacher, tmp_path / "d", "learn_item_factor=true")
+    tensors, meta = load_summary(tmp_path / "d" / "summary_last.safetensors")
+    teacher, _ = load_checkpoint(toy_teacher / "best.pt")
+    assert meta["config"]["learn_item_factor"] is True
+    assert not torch.allclose(tensors["V"], teacher.item_vectors().detach())  # V was learned
+    assert json.loads((tmp_path / "d" / "metrics.json").read_text())["summary_parameters"] == 6 * 4 + 8 * 4 + 4 * 4 * 16
+
+
+def test_learner_reset_per_outer_step(toy_data, toy_teacher, tmp_path, counted):
+    steps = _distill(toy_data, toy_teacher, tmp_path / "d", "reset=step")
+    assert counted["starts"] == len(steps) == 8

@@ -1,0 +1,168 @@
+"""`td3rec benchmark`: a tiny grid runs, an interrupted run resumes without recomputing any finished cell (nor
+the teacher or a finished distillation), a changed setting recomputes exactly the cells it affects, and the
+example grids are valid configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from td3rec.cli import main
+from td3rec.distill.distiller import Distiller
+from td3rec.errors import ConfigError
+from td3rec.evaluation import benchmark
+from td3rec.evaluation.benchmark import load_benchmark_config, run_benchmark
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _grid(toy_data: Path, folder: Path) -> Path:
+    """9 cells: whole, then random, herding, td3 and farzi at n=4, L=6 under two protocols, one seed."""
+    config = {
+        "datasets": [{"name": "toy", "source": str(toy_data), "k_core": 0}],
+        "methods": ["whole", "random", "herding", "td3", {"name": "farzi-full", "kind": "farzi",
+                                                           "distill": {"farzi_decoder": "full"}}],
+        "budgets": [4], "seq_lens": [6], "archs": ["sasrec"], "inits": ["shared-item-factor", "scratch"],
+        "seeds": 1, "max_len": 20,
+        "model_options": {"sasrec": {"hidden_size": 16, "inner_size": 16}},
+        "teacher": {"mode": "window", "epochs": 2, "window_batch_size": 16},
+        "distill": {"d1": 3, "d2": 3, "farzi_latent_dim": 3, "inner_steps": 3, "window": 2, "real_batch_size": 512,
+                    "epochs": 1, "trajectory_epochs": [1, 2], "eval_steps": 5, "select_metric": "full:MRR@10"},
+        "training": {"steps": 5},
+        "whole": {"mode": "window", "epochs": 1, "window_batch_size": 32},
+        "device": "cpu", "eval": {"protocols": ["full"]},
+    }
+    path = folder / "grid.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(folder.glob("*.json"))}
+
+
+def test_interrupted_benchmark_resumes_without_recomputing(toy_data, tmp_path, monkeypatch):
+    config_path = _grid(toy_data, tmp_path)
+    results = tmp_path / "results"
+    computed: list[str] = []
+    original = benchmark.compute_cell
+
+    def interrupt_after_six(cell, ctx):
+        if len(computed) == 6:  # the 7th cell: the td3 summary is distilled, one of its two cells finished
+            raise KeyboardInterrupt
+        computed.append(cell.key)
+        return original(cell, ctx)
+
+    monkeypatch.setattr(benchmark, "compute_cell", interrupt_after_six)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(load_benchmark_config(config_path), results, progress=False)
+    cells = _snapshot(results / "cells")
+    assert sorted(cells) == sorted(f"{key}.json" for key in computed) and len(cells) == 6
+    table = json.loads((results / "results.json").read_text())
+    assert table["status"] == "interrupted" and table["cells_finished"] == 6 and table["cells_total"] == 9
+    [teacher] = (results / "teachers").iterdir()
+    [td3] = [p for p in (results / "summaries").iterdir() if "-td3-" in p.name]
+    teacher_files = {p: p.stat().st_mtime_ns for p in teacher.rglob("*") if p.is_file()}
+    summary_mtime = (td3 / "summary_best.safetensors").stat().st_mtime_ns
+
+    # resume: only the 3 missing cells are computed; finished cells, the teacher and the summary are untouched
+    resumed: list[str] = []
+
+    def counting(cell, ctx):
+        resumed.append(cell.key)
+        return original(cell, ctx)
+
+    monkeypatch.setattr(benchmark, "compute_cell", counting)
+    assert main(["benchmark", str(config_path), "--results", str(results), "--no-progress"]) == 0
+    assert len(resumed) == 3 and not set(resumed) & set(computed)
+    after = _snapshot(results / "cells")
+    assert {name: after[name] for name in cells} == cells  # same bytes, same modification times
+    assert len(after) == 9
+    assert {p: p.stat().st_mtime_ns for p in teacher.rglob("*") if p.is_file()} == teacher_files
+    assert (td3 / "summary_best.safetensors").stat().st_mtime_ns == summary_mtime
+    table = json.loads((results / "results.json").read_text())
+    assert table["status"] == "finished" and len(table["rows"]) == 9
+    rows = {(r["method"], r["init"]): r for r in table["rows"]}
+    assert rows[("whole", "full-data")]["size_fraction"] == 1.0
+    assert all(r["status"] == "done" and 0 <= r["full:NDCG@10"] <= 1 for r in table["rows"])
+    assert rows[("td3", "scratch")]["summary_parameters"] == 4 * 3 + 6 * 3 + 3 * 3 * 16
+    assert rows[("farzi-full", "scratch")]["summary_parameters"] == 4 * 6 * 3 + 3 * 120
+    assert rows[("td3", "scratch")]["data_seconds"] > 0
+    csv_lines = (results / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == 10 and "full:NDCG@10" in csv_lines[0]
+
+    # a finished grid computes nothing (and distils nothing)
+    resumed.clear()
+    monkeypatch.setattr(Distiller, "run", lambda *a, **k: pytest.fail("a finished summary was distilled again"))
+    result = run_benchmark(load_benchmark_config(config_path), results, progress=False)
+    assert resumed == [] and result.computed == 0 and result.reused == 9
+
+    # a changed learner setting recomputes exactly the cells it affects (not whole, not the summaries)
+    result = run_benchmark(load_benchmark_config(config_path, ["training.steps=4"]), results, progress=False)
+    assert result.computed == 8 and result.reused == 1 and len(resumed) == 8
+
+    # and the report renders from these results
+    assert main(["report", str(results)]) == 0
+    assert (results / "report" / "report.md").is_file()
+
+
+def test_example_grids_are_valid():
+    small = load_benchmark_config(REPO / "benchmarks" / "grid_small.yaml")
+    assert Path(small.datasets[0].source).is_file()
+    names = [m.name for m in small.methods]
+    for method in ("whole", "random", "longest", "popular", "herding", "kcenter", "farzi", "td3", "td3-no-feature",
+                   "td3-no-augment", "td3-fixed-unroll", "td3-learned-v", "td3-reset-step"):
+        assert method in names
+    grid = load_benchmark_config(REPO / "benchmarks" / "grid.yaml")
+    assert {d.source for d in grid.datasets} == {"ml-100k", "amazon-beauty"}
+    assert grid.budgets == [10, 30, 50, 100] and grid.seeds == 3
+    assert set(grid.archs) == {"sasrec", "gru4rec", "narm", "bert4rec"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("methods=[td3, newest]", "unknown kind"),
+    ("budgets=[0]", "budgets must be positive"),
+    ("archs=[transformer]", "unknown architecture"),
+    ("inits=[warm]", "unknown protocol"),
+    ("distill.window=9", "window 9 is larger than inner_steps 4"),
+    ("teacher.model_options={hidden_size: 8}", "model_options.sasrec"),
+    ("seq_lens=[30]", "reads at most 20"),
+])
+def test_bad_grids_are_refused_before_work(override, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        load_benchmark_config(REPO / "benchmarks" / "grid_small.yaml", [override])
+
+
+def test_method_overrides_resolve(tmp_path):
+    config = load_benchmark_config(REPO / "benchmarks" / "grid_small.yaml", ["budgets=[2]"])
+    methods = {m.name: m for m in config.methods}
+    assert config.distill_config(methods["td3-no-augment"], 2, 8).inner.augment is False
+    assert config.distill_config(methods["td3"], 2, 8).inner.batch_size == 2  # capped at n
+    assert config.distill_config(methods["farzi"], 2, 8).method == "farzi"
+    assert config.distill_config(methods["td3-reset-step"], 2, 8).reset == "step"
+    full = benchmark.BenchmarkMethod(name="td3-full-bptt")
+    resolved = config.distill_config(full, 2, 8)
+    assert resolved.window == resolved.inner_steps and resolved.random_unroll is False
+    dotted = benchmark.BenchmarkMethod(name="td3-lr", kind="td3", distill={"inner.lr": 0.01, "outer_lr": 0.1})
+    resolved = config.distill_config(dotted, 2, 8)
+    assert resolved.inner.lr == 0.01 and resolved.outer_lr == 0.1 and resolved.inner.augment is True
+
+
+def test_slices_are_a_union_of_products_without_duplicates():
+    config = load_benchmark_config(REPO / "benchmarks" / "grid_small.yaml", [
+        "slices=[{archs: [sasrec], budgets: [6, 12]}, {archs: [sasrec, gru4rec], budgets: [6]}]"])
+    cells = benchmark.plan_cells(config, {"toy": "fingerprint"})
+    assert len({c.key for c in cells}) == len(cells)
+    whole = [c for c in cells if c.kind == "whole"]
+    assert sorted((c.arch, c.seed) for c in whole) == [("gru4rec", 0), ("gru4rec", 1), ("sasrec", 0), ("sasrec", 1)]
+    others = [c for c in cells if c.kind != "whole"]
+    # 12 budgeted methods x 2 protocols x 2 seeds: sasrec at n = 6 and 12, gru4rec at n = 6 only
+    assert {(c.arch, c.n) for c in others} == {("sasrec", 6), ("sasrec", 12), ("gru4rec", 6)}
+    assert len(others) == 12 * 2 * 2 * 3
+    assert len(benchmark.plan_cells(load_benchmark_config(REPO / "benchmarks" / "grid_small.yaml"),
+                                    {"toy": "fingerprint"})) == 2 * 2 + 12 * 2 * 2 * 2 * 2
+    with pytest.raises(ConfigError, match="slices\\[0\\]: methods"):
+        load_benchmark_config(REPO / "benchmarks" / "grid_small.yaml", ["slices=[{methods: [td4]}]"])

@@ -1,0 +1,143 @@
+"""`td3rec report`: from a small hand-made results file, the figures are written as valid, non-blank PNGs, the
+quality tables show mean ± std and mark the best value of each column (never the full-data row), the cost
+view computes speed-ups, and the report folder appears complete or not at all."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from td3rec.cli import main
+from td3rec.evaluation.report import load_results, write_report
+from td3rec.utils.atomic import write_json
+
+METHODS = ["random", "popular", "farzi", "td3"]
+# mean full:NDCG@10 per (method, arch, n): td3 best on sasrec, popular best on gru4rec
+QUALITY = {
+    ("random", "sasrec"): 0.10, ("popular", "sasrec"): 0.12, ("farzi", "sasrec"): 0.15, ("td3", "sasrec"): 0.20,
+    ("random", "gru4rec"): 0.08, ("popular", "gru4rec"): 0.18, ("farzi", "gru4rec"): 0.09, ("td3", "gru4rec"): 0.11,
+}
+
+
+def _row(method, arch, n, seed, value, train_seconds, family="subset", init="shared-item-factor"):
+    return {"dataset": "toy", "method": method, "kind": method, "family": family, "n": n,
+            "seq_len": None if n is None else 10, "arch": arch, "init": init, "seed": seed, "status": "done",
+            "reason": None, "full:NDCG@10": value, "uni100:NDCG@10": value + 0.2, "train_seconds": train_seconds,
+            "data_seconds": 5.0 if family == "distill" else 0.01, "summary_parameters": 100 if family == "distill" else None,
+            "summary_parameters_with_item_factor": 900 if family == "distill" else None,
+            "data_interactions": 10 * (n or 100), "real_interactions": 1000,
+            "size_fraction": 1.0 if n is None else 10 * n / 1000, "key": f"{method}-{arch}-{n}-{seed}"}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    rows = []
+    for seed, noise in enumerate((-0.01, 0.0, 0.01)):
+        for arch in ("sasrec", "gru4rec"):
+            # the full data scores above every budgeted method: it must never be marked
+            rows.append(_row("whole", arch, None, seed, 0.30 + noise, 40.0 + seed, family="whole", init="full-data"))
+            for n in (10, 30):
+                for method in METHODS:
+                    family = "distill" if method in ("farzi", "td3") else "subset"
+                    bonus = 0.01 if n == 30 else 0.0
+                    rows.append(_row(method, arch, n, seed, QUALITY[method, arch] + bonus + noise, 2.0, family))
+    rows.append({**_row("td3", "narm", 10, 0, 0.0, None, "distill"), "status": "skipped", "full:NDCG@10": None,
+                 "uni100:NDCG@10": None,
+                 "reason": "shared-item-factor needs the learner's item embedding width (64) to equal V's (32)"})
+    folder = tmp_path_factory.mktemp("bench") / "results"
+    write_json(folder / "results.json", {
+        "status": "finished", "cells_total": len(rows), "cells_finished": len(rows),
+        "metrics": ["full:NDCG@10", "uni100:NDCG@10"], "rows": rows,
+        "teachers": {"toy/sasrec": {"dataset": "toy", "arch": "sasrec", "train_seconds": 12.0}},
+        "config": {"methods": [{"name": m} for m in ["whole"] + METHODS], "seeds": 3,
+                   "datasets": [{"name": "toy"}], "archs": ["sasrec", "gru4rec"]}})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory):
+    """The report rendered once for the checks that only read it."""
+    return write_report(results, tmp_path_factory.mktemp("rendered") / "report")
+
+
+def _table(markdown: str, heading: str) -> list[list[str]]:
+    block = markdown.split(heading, 1)[1].strip().split("\n\n", 1)[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()]
+
+
+def test_figures_are_valid_non_blank_pngs(report):
+    out = report
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert [p.name for p in pngs] == ["arch_bars_toy.png", "quality_vs_budget_toy.png", "quality_vs_size_toy.png",
+                                      "quality_vs_time_toy.png"]
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(png) as image:
+            image.verify()
+        with Image.open(png) as image:
+            pixels = np.asarray(image.convert("RGB"))
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 300
+        colours = pixels.astype(np.int64) @ np.array([65536, 256, 1])
+        assert len(np.unique(colours)) > 20  # lines, markers, text: not a blank canvas
+        assert (pixels < 250).any(axis=-1).mean() > 0.01
+    markdown = (out / "report.md").read_text()
+    for png in pngs:
+        assert f"](figures/{png.name})" in markdown
+
+
+def test_tables_mark_the_best_mean_of_each_column(report):
+    markdown = (report / "report.md").read_text()
+    for n in (10, 30):
+        table = _table(markdown, f"**n = {n} sequences, L = 10; shared-item-factor initialisation**")
+        header, body = table[0], table[2:]
+        assert header == ["method", "sasrec full:NDCG@10", "sasrec uni100:NDCG@10", "gru4rec full:NDCG@10",
+                          "gru4rec uni100:NDCG@10"]
+        assert [r[0] for r in body] == ["whole (full data)"] + METHODS
+        assert not any("**" in cell for cell in body[0])  # the full-data reference is never bold
+        bonus = 0.01 if n == 30 else 0.0
+        for j, (arch, shift) in enumerate([("sasrec", 0), ("sasrec", 0.2), ("gru4rec", 0), ("gru4rec", 0.2)], 1):
+            bold = [r[0] for r in body if r[j].startswith("**")]
+            best = max(METHODS, key=lambda m: QUALITY[m, arch])
+            assert bold == [best], (n, header[j], bold)
+            cell = next(r[j] for r in body if r[0] == best)
+            mean, std = map(float, re.fullmatch(r"\*\*([0-9.]+) ± ([0-9.]+)\*\*", cell).groups())
+            assert mean == pytest.approx(QUALITY[best, arch] + bonus + shift, abs=1e-4)
+            assert std == pytest.approx(np.std([-0.01, 0.0, 0.01]), abs=1e-4)
+
+
+def test_cost_and_size_views(report):
+    markdown = (report / "report.md").read_text()
+    cost = _table(markdown, "### Cost (sasrec, shared-item-factor initialisation, full:NDCG@10)")
+    td3 = next(r for r in cost[2:] if r[:2] == ["td3", "30"])
+    assert td3[3] == "5.00" and td3[4] == "2.00" and td3[5] == "41.00" and td3[6] == "20.5"
+    assert td3[8] == f"{100 * 0.21 / 0.30:.0f} %"
+    size = _table(markdown, "### Size")
+    assert ["td3", "10", "10", "100", "900", "100", "10.00 %"] in size[2:]
+    assert "1 × skipped: shared-item-factor needs" in markdown
+    verdict = _table(markdown, "### TD3 against Farzi and the real subsets (sasrec, shared-item-factor initialisation)")
+    assert verdict[2:] == [[str(n), "10", m, f"{0.20 + (0.01 if n == 30 else 0) + (0.2 if m[0] == 'u' else 0):.4f}",
+                            "3", "TD3 is best"] for n in (10, 30) for m in ("full:NDCG@10", "uni100:NDCG@10")]
+    assert "12.00 s of training" in markdown
+
+
+def test_cli_writes_a_complete_folder_and_needs_overwrite(results, tmp_path, capsys):
+    results = shutil.copytree(results, tmp_path / "results")
+    assert main(["report", str(results)]) == 0
+    report = results / "report"
+    assert (report / "report.md").is_file()
+    first = (report / "report.md").read_text()
+    assert main(["report", str(results / "results.json")]) == 2  # the default folder exists
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["report", str(results), "--overwrite", "--metrics", "uni100:NDCG@10", "--arch", "gru4rec"]) == 0
+    second = (report / "report.md").read_text()
+    assert second != first and "### Cost (gru4rec, shared-item-factor initialisation, uni100:NDCG@10)" in second
+    # on GRU4Rec the popular subset beats TD3, and the report says so
+    assert "| 10 | 10 | uni100:NDCG@10 | 0.3100 | 3 | **not best**: popular 0.3800 reach or beat it |" in second
+    assert sorted(p.name for p in results.iterdir()) == ["report", "results.json"]  # no temporary folder left
+    assert main(["report", str(results), "--out", str(tmp_path / "r2"), "--metrics", "full:HR@10"]) == 2
+    assert "not in the results" in capsys.readouterr().err
+    assert load_results(results)["status"] == "finished"
