@@ -109,8 +109,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return [k for k in key.strip().split(".") if k], value
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
-    """Defaults of ``cls``, updated by a YAML file, updated by ``key=value`` overrides (in that order)."""
+def read_settings(path: str | Path | None, overrides: list[str] | None = None, what: str = "settings") -> dict:
+    """The mapping in a YAML file (empty without ``path``), updated by ``key.sub=value`` overrides; ``what``
+    names the expected keys in the error for a file that holds something else."""
     data: dict = {}
     if path is not None:
         p = Path(path)
@@ -121,7 +122,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise ConfigError(f"config file {p} is not valid YAML: {str(err).splitlines()[0]}") from None
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of settings")
+            raise ConfigError(f"config file {p} must hold a mapping of {what}")
         data = loaded
     for text in overrides or []:
         keys, value = parse_override(text)
@@ -131,7 +132,12 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
             if not isinstance(node, dict):
                 raise ConfigError(f"override {text!r}: {k!r} is not a group of settings")
         node[keys[-1]] = value
-    return from_dict(cls, data)
+    return data
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    """Defaults of ``cls``, updated by a YAML file, updated by ``key=value`` overrides (in that order)."""
+    return from_dict(cls, read_settings(path, overrides))
 
 
 def dump_yaml(config: Any) -> str:

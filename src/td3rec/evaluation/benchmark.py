@@ -48,7 +48,7 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from td3rec.config import from_dict, parse_override, to_dict
+from td3rec.config import from_dict, read_settings, to_dict
 from td3rec.data.loading import default_preprocess_config, is_registry_name, load_dataset
 from td3rec.data.sequences import LeaveOneOutSplit, SequenceDataset, leave_one_out
 from td3rec.distill.config import DistillConfig
@@ -328,25 +328,10 @@ def load_benchmark_config(path: str | Path, overrides: list[str] | None = None) 
 
     Strings in ``methods`` and ``datasets`` stand for ``{name: ...}``; relative dataset file paths are
     resolved against the config file's folder."""
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {p} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {p} must hold a mapping of settings (datasets, methods, budgets, ...)")
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {k!r} is not a group of settings")
-        node[keys[-1]] = value
+    data = read_settings(p, overrides, "settings (datasets, methods, budgets, ...)")
     for key in ("datasets", "methods"):
         value = data.get(key)
         if isinstance(value, str):

@@ -223,27 +223,12 @@ class ProxyConfig:
 
 def load_proxy_config(path: str | Path, overrides: list[str] | None = None) -> ProxyConfig:
     """A :class:`ProxyConfig` from a YAML file updated by ``key=value`` overrides (``--set``), validated."""
-    import yaml
-
-    from td3rec.config import parse_override
+    from td3rec.config import read_settings
 
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {p} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {p} must hold a mapping of settings (candidates, summary_training, ...)")
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {k!r} is not a group of settings")
-        node[keys[-1]] = value
+    data = read_settings(p, overrides, "settings (candidates, summary_training, ...)")
     candidates = data.get("candidates")
     if not isinstance(candidates, list) or not all(isinstance(c, dict) for c in candidates):
         raise ConfigError(f"{p}: 'candidates' must be a list of mappings (model, model_options, ...), one per "
