@@ -69,14 +69,21 @@ def main() -> None:
                 runs.append({"seed": seed, "test": res.test, "best_epoch": res.best_epoch,
                              "epochs_run": len(res.history), "seconds_per_epoch": res.seconds_per_epoch,
                              "seconds": time.perf_counter() - start})
-                print(f"{name} {model} seed {seed}: full NDCG@10 {res.test['full']['NDCG@10']:.4f} "
-                      f"uni100 NDCG@10 {res.test['uni100']['NDCG@10']:.4f} best epoch {res.best_epoch}", flush=True)
-            rows.append({"dataset": name, "model": model, "model_options": options.get((name, model), {}),
-                         "users": dataset.n_users, "items": dataset.n_items,
-                         "interactions": dataset.n_interactions, "preprocessing": dataset.preprocessing,
-                         "runs": runs, **_aggregate(runs)})
-            _write(rows, meta, args.name)  # after every model, so an interrupted run keeps what finished
+                print(f"{name} {model} seed {seed}: full HR@10 {res.test['full']['HR@10']:.4f} NDCG@10 "
+                      f"{res.test['full']['NDCG@10']:.4f}, uni100 HR@10 {res.test['uni100']['HR@10']:.4f} NDCG@10 "
+                      f"{res.test['uni100']['NDCG@10']:.4f}, best epoch {res.best_epoch}", flush=True)
+                # after every seed, so an interrupted run keeps what finished
+                _write(rows + [_row(name, model, dataset, runs, options)], meta, args.name)
+            rows.append(_row(name, model, dataset, runs, options))
+            _write(rows, meta, args.name)
     print(_markdown(rows, meta))
+
+
+def _row(name: str, model: str, dataset, runs: list[dict], options: dict) -> dict:
+    """One result row: a dataset × learner with its per-seed runs and their aggregate."""
+    return {"dataset": name, "model": model, "model_options": options.get((name, model), {}),
+            "users": dataset.n_users, "items": dataset.n_items, "interactions": dataset.n_interactions,
+            "preprocessing": dataset.preprocessing, "runs": runs, **_aggregate(runs)}
 
 
 def _write(rows: list[dict], meta: dict, name: str) -> None:
