@@ -57,13 +57,18 @@ def assert_close_runs(single: Path, multi: Path) -> None:
         b, _ = load_summary(multi / f"{name}.safetensors")
         assert a.keys() == b.keys()
         for key in a:
-            torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-5, msg=f"{name} {key}")
+            # the reduction order differs (~1e-7 per step) and Adam's normalised updates amplify that on small
+            # gradient coordinates over the 8 steps; a wrong share weighting is caught below at step 1
+            torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-3, msg=f"{name} {key}")
     rows_a, rows_b = read_jsonl(single / "steps.jsonl"), read_jsonl(multi / "steps.jsonl")
     assert [r["step"] for r in rows_b] == [r["step"] for r in rows_a]
     for ra, rb in zip(rows_a, rows_b):
         assert (rb["epoch"], rb["unroll"], rb["skipped"]) == (ra["epoch"], ra["unroll"], ra["skipped"])
-        for key in ("loss", "ce", "mse", "grad_norm", "lr"):  # the reduced loss and meta-gradient are the global ones
-            assert rb[key] == pytest.approx(ra[key], rel=1e-5), (ra["step"], key)
+        # the reduced loss and meta-gradient are the global ones: tight at the first step (no amplified drift
+        # yet; a wrong share weighting changes the gradient norm by O(1)), float drift allowed afterwards
+        tolerance = 1e-5 if ra["step"] == rows_a[0]["step"] else 1e-3
+        for key in ("loss", "ce", "mse", "grad_norm", "lr"):
+            assert rb[key] == pytest.approx(ra[key], rel=tolerance), (ra["step"], key)
     ma, mb = (json.loads((run / "metrics.json").read_text()) for run in (single, multi))
     assert mb["status"] == "finished" and mb["outer_steps"] == ma["outer_steps"] == 8
     assert [h["epoch"] for h in mb["history"]] == [h["epoch"] for h in ma["history"]]
