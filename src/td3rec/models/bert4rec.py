@@ -13,7 +13,6 @@ ignored. The model is not causal: the representation of a position depends on it
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +21,7 @@ from torch import nn
 from td3rec.models.base import SequentialRecommender
 from td3rec.models.config import ModelConfig
 from td3rec.models.positions import check_input_length, valid_positions
-from td3rec.models.transformer import TransformerEncoder, init_normal_
+from td3rec.models.transformer import reset_transformer_learner_, transformer_encoder, validate_transformer_config
 
 
 @dataclass
@@ -55,13 +54,8 @@ class BERT4RecConfig(ModelConfig):
     mask_ratio: float = 0.2
 
     def validate(self) -> None:
-        self._positive("n_layers", "n_heads", "hidden_size", "inner_size")
-        self._probability("hidden_dropout", "attn_dropout")
+        validate_transformer_config(self)
         self._probability("mask_ratio", closed=True)
-        if self.hidden_size % self.n_heads:
-            raise self.error(f"hidden_size ({self.hidden_size}) must be a multiple of n_heads ({self.n_heads})")
-        if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
-            raise self.error("layer_norm_eps and initializer_range must be > 0")
 
 
 class BERT4Rec(SequentialRecommender):
@@ -77,25 +71,15 @@ class BERT4Rec(SequentialRecommender):
         self.config = config
         self.mask_id = n_items + 1
         self.item_embedding = nn.Embedding(n_items + 2, config.hidden_size, padding_idx=0)
-        self.encoder = TransformerEncoder(
-            max_positions=max_len + 1,  # room for the mask token after a full-length sequence
-            n_layers=config.n_layers,
-            hidden_size=config.hidden_size,
-            n_heads=config.n_heads,
-            inner_size=config.inner_size,
-            hidden_dropout=config.hidden_dropout,
-            attn_dropout=config.attn_dropout,
-            layer_norm_eps=config.layer_norm_eps,
-        )
+        # room for the mask token after a full-length sequence
+        self.encoder = transformer_encoder(config, max_positions=max_len + 1)
         self.output_dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """RecBole's initialisation (normal weights, zero biases, unit LayerNorms); the padding row is zero."""
-        self.apply(functools.partial(init_normal_, std=self.config.initializer_range))
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
+        reset_transformer_learner_(self)
 
     # -- building blocks ----------------------------------------------------------------------------
     def output_head(self, hidden: torch.Tensor) -> torch.Tensor:

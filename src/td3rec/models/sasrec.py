@@ -7,7 +7,6 @@ state at its last real position ``lengths - 1``.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 from td3rec.models.base import SequentialRecommender
 from td3rec.models.config import ModelConfig
 from td3rec.models.positions import check_input_length
-from td3rec.models.transformer import TransformerEncoder, init_normal_
+from td3rec.models.transformer import reset_transformer_learner_, transformer_encoder, validate_transformer_config
 
 
 @dataclass
@@ -46,12 +45,7 @@ class SASRecConfig(ModelConfig):
     initializer_range: float = 0.02
 
     def validate(self) -> None:
-        self._positive("n_layers", "n_heads", "hidden_size", "inner_size")
-        self._probability("hidden_dropout", "attn_dropout")
-        if self.hidden_size % self.n_heads:
-            raise self.error(f"hidden_size ({self.hidden_size}) must be a multiple of n_heads ({self.n_heads})")
-        if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
-            raise self.error("layer_norm_eps and initializer_range must be > 0")
+        validate_transformer_config(self)
 
 
 class SASRec(SequentialRecommender):
@@ -66,23 +60,12 @@ class SASRec(SequentialRecommender):
         super().__init__(n_items, config.hidden_size, max_len)
         self.config = config
         self.item_embedding = nn.Embedding(n_items + 1, config.hidden_size, padding_idx=0)
-        self.encoder = TransformerEncoder(
-            max_positions=max_len,
-            n_layers=config.n_layers,
-            hidden_size=config.hidden_size,
-            n_heads=config.n_heads,
-            inner_size=config.inner_size,
-            hidden_dropout=config.hidden_dropout,
-            attn_dropout=config.attn_dropout,
-            layer_norm_eps=config.layer_norm_eps,
-        )
+        self.encoder = transformer_encoder(config, max_positions=max_len)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """RecBole's initialisation (normal weights, zero biases, unit LayerNorms); the padding row is zero."""
-        self.apply(functools.partial(init_normal_, std=self.config.initializer_range))
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
+        reset_transformer_learner_(self)
 
     def hidden_states(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Hidden states ``[B, L, H]``; position ``t`` sees positions ``0..t`` only (and none ``>= lengths``)."""

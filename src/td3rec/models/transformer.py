@@ -7,6 +7,7 @@ through its training steps (double backward), which fused attention kernels do n
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -129,6 +130,32 @@ class TransformerEncoder(nn.Module):
         if at is not None:  # no layers: the input representation itself
             return x[torch.arange(x.shape[0], device=inputs.device), at.to(inputs.device)]
         return x
+
+
+def transformer_encoder(config, max_positions: int) -> TransformerEncoder:
+    """The encoder described by a SASRec/BERT4Rec config (fields ``n_layers`` ... ``layer_norm_eps``)."""
+    return TransformerEncoder(
+        max_positions=max_positions, n_layers=config.n_layers, hidden_size=config.hidden_size,
+        n_heads=config.n_heads, inner_size=config.inner_size, hidden_dropout=config.hidden_dropout,
+        attn_dropout=config.attn_dropout, layer_norm_eps=config.layer_norm_eps,
+    )
+
+
+def validate_transformer_config(config) -> None:
+    """Value checks shared by the SASRec and BERT4Rec configs (raise the config's ``ConfigError``)."""
+    config._positive("n_layers", "n_heads", "hidden_size", "inner_size")
+    config._probability("hidden_dropout", "attn_dropout")
+    if config.hidden_size % config.n_heads:
+        raise config.error(f"hidden_size ({config.hidden_size}) must be a multiple of n_heads ({config.n_heads})")
+    if config.layer_norm_eps <= 0 or config.initializer_range <= 0:
+        raise config.error("layer_norm_eps and initializer_range must be > 0")
+
+
+def reset_transformer_learner_(model: nn.Module) -> None:
+    """RecBole's initialisation (normal weights, zero biases, unit LayerNorms); the padding row is zero."""
+    model.apply(functools.partial(init_normal_, std=model.config.initializer_range))
+    with torch.no_grad():
+        model.item_embedding.weight[0].zero_()
 
 
 def init_normal_(module: nn.Module, std: float) -> None:
