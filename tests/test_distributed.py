@@ -66,8 +66,11 @@ def assert_close_runs(single: Path, multi: Path) -> None:
         assert (rb["epoch"], rb["unroll"], rb["skipped"]) == (ra["epoch"], ra["unroll"], ra["skipped"])
         # the reduced loss and meta-gradient are the global ones: tight at the first step (no amplified drift
         # yet; a wrong share weighting changes the gradient norm by O(1)), float drift allowed afterwards
-        tolerance = 1e-5 if ra["step"] == rows_a[0]["step"] else 1e-3
+        # (Adam's normalised updates make the later gradients sensitive: with one thread a 0.24% difference of a
+        # gradient norm of 2e-3 was seen at step 6; a missing or wrongly weighted all-reduce changes it by O(1))
+        first = ra["step"] == rows_a[0]["step"]
         for key in ("loss", "ce", "mse", "grad_norm", "lr"):
+            tolerance = 1e-5 if first else 1e-2
             assert rb[key] == pytest.approx(ra[key], rel=tolerance), (ra["step"], key)
     ma, mb = (json.loads((run / "metrics.json").read_text()) for run in (single, multi))
     assert mb["status"] == "finished" and mb["outer_steps"] == ma["outer_steps"] == 8

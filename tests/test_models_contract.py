@@ -13,6 +13,7 @@ from torch.func import functional_call
 
 from models_support import one_thread  # noqa: F401  (autouse fixture)
 from models_support import MAX_LEN, N_ITEMS, TINY, one_hot, random_batch, successor_task, tiny_model
+from td3rec.data.sequences import Examples
 from td3rec.models import MODEL_NAMES, build_model, model_config_class
 
 TIGHT = dict(rtol=1e-12, atol=1e-12)
@@ -66,6 +67,25 @@ def test_positions_at_or_after_lengths_are_ignored(name):
     vectors = model.embed_ids(ids)
     noisy_vectors = torch.where(beyond.unsqueeze(-1), 5 * torch.randn_like(vectors), vectors)
     torch.testing.assert_close(model.encode(noisy_vectors, lengths), model.encode(vectors, lengths), **TIGHT)
+
+
+@all_models
+def test_trimmed_batch_gives_the_same_features_and_window_loss(name):
+    """``Examples.trimmed`` (used by training and evaluation) drops all-padding columns: nothing may change."""
+    model = tiny_model(name)
+    ids, lengths = random_batch(8)
+    lengths = lengths.clamp(max=MAX_LEN - 2)  # the last two columns are padding in every row
+    ids = ids * (torch.arange(MAX_LEN).unsqueeze(0) < lengths.unsqueeze(1))
+    targets = torch.randint(1, N_ITEMS + 1, (8,))
+    examples = Examples(ids, lengths, targets, torch.arange(8))
+    short = examples.trimmed()
+    assert short.inputs.shape == (8, MAX_LEN - 2)
+    torch.testing.assert_close(model.features(short.inputs, short.lengths), model.features(ids, lengths), **TIGHT)
+    if name != "bert4rec":  # the cloze loss draws a random mask whose shape follows the width
+        torch.testing.assert_close(model.window_loss(short.inputs, short.lengths, targets),
+                                   model.window_loss(ids, lengths, targets), **TIGHT)
+    full = Examples(ids, torch.full((8,), MAX_LEN), targets, torch.arange(8))
+    assert full.trimmed() is full
 
 
 @all_models

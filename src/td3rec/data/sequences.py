@@ -134,6 +134,17 @@ class Examples:
     def to(self, device: torch.device | str) -> "Examples":
         return Examples(*(t.to(device) for t in (self.inputs, self.lengths, self.targets, self.users)))
 
+    def trimmed(self) -> "Examples":
+        """The same examples without the trailing columns that are padding in every row.
+
+        Right padding never influences a model's output at real positions, so a batch of short sequences
+        (most users of Amazon data) costs only as much as its longest row.
+        """
+        width = max(1, int(self.lengths.max())) if len(self) else self.inputs.shape[1]
+        if width == self.inputs.shape[1]:
+            return self
+        return Examples(self.inputs[:, :width], self.lengths, self.targets, self.users)
+
 
 #: message when no user has a training sequence of two items or more
 NO_EXAMPLES = ("no training examples: every user's training sequence (all but the last two items) has fewer than 2 "

@@ -211,7 +211,7 @@ class Distiller:
                 learner.eval()
                 opt.zero_grad(set_to_none=True)
                 loss, ce, mse = self.dist.backward(  # the global batch's loss and meta-gradient (all-reduced)
-                    lambda: outer_loss(learner, state.params, examples.subset(local).to(self.device),
+                    lambda: outer_loss(learner, state.params, examples.subset(local).trimmed().to(self.device),
                                        feats[local.to(self.device)], cfg.feature_weight, cfg.chunk_size),
                     summary.parameters(), len(local), len(index))
                 learner.train()

@@ -85,6 +85,6 @@ def teacher_features(model: SequentialRecommender, examples: Examples, device: t
     model.eval()
     out = []
     for start in range(0, len(examples), batch_size):
-        batch = examples.subset(slice(start, start + batch_size)).to(device)
+        batch = examples.subset(slice(start, start + batch_size)).trimmed().to(device)
         out.append(model.features(batch.inputs, batch.lengths))
     return torch.cat(out)

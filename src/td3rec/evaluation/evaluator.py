@@ -168,7 +168,7 @@ def rank_users(
     try:
         with torch.no_grad():
             for index in iterate_batches(len(examples), config.batch_size, shuffle=False):
-                batch = examples.subset(index).to(device)
+                batch = examples.subset(index).trimmed().to(device)
                 scores = model.scores(model.features(batch.inputs, batch.lengths))  # [B, n_items + 1]
                 if torch.isnan(scores[:, 1:]).any():
                     raise ValueError(f"model produced NaN scores for {which} users {int(index[0])}..{int(index[-1])}")

@@ -111,7 +111,7 @@ def train_full_data(
                    disable=None if progress else True)
         while state.position < n_batches:
             index = state.order[state.position * batch_size : (state.position + 1) * batch_size]
-            batch = examples.subset(index).to(device)
+            batch = examples.subset(index).trimmed().to(device)
             if window_mode:
                 loss = model.window_loss(batch.inputs, batch.lengths, batch.targets)
             else:
