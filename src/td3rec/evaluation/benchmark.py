@@ -571,7 +571,7 @@ def compute_cell(cell: Cell, ctx: _DatasetContext) -> dict:
             res = train_full_data(ctx.dataset, config.whole_config(cell.arch, cell.seed), progress=False)
             return {**record, "status": "done", "test": res.test, "valid": res.valid,
                     "train_seconds": time.perf_counter() - start, "best_epoch": res.best_epoch,
-                    "epochs_run": len(res.history), "data_seconds": 0.0,
+                    "epochs_run": len(res.history), "seconds_per_epoch": res.seconds_per_epoch, "data_seconds": 0.0,
                     "data_interactions": ctx.dataset.n_interactions, "size_fraction": 1.0}
         source, facts = ctx.source(cell)
     except DivergedError as err:

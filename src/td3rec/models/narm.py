@@ -82,24 +82,31 @@ class NARM(SequentialRecommender):
         check_input_length(inputs.shape[1], self.max_len, self.name)
         return self.gru(self.emb_dropout(inputs))
 
-    def _summarise(self, states: torch.Tensor, last: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """Features from GRU ``states`` ``[B, L, hid]``, query states ``last`` ``[B, Q, hid]`` and the bool mask
-        ``keys`` ``[B, Q, L]`` of the positions each query may read; returns ``[B, Q, H]``."""
-        gate = torch.sigmoid(self.a_1(states).unsqueeze(1) + self.a_2(last).unsqueeze(2))  # [B, Q, L, hid]
-        alpha = self.v_t(gate * keys.unsqueeze(-1).to(gate.dtype))  # [B, Q, L, 1]; zero at masked positions
-        local = (alpha * states.unsqueeze(1)).sum(dim=2)  # [B, Q, hid]
+    def _summarise(self, local: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """Features ``[..., H]`` from the local and global summaries ``[..., hid]``."""
         return self.b(self.ct_dropout(torch.cat([local, last], dim=-1)))
+
+    def _attention(self, keys_proj: torch.Tensor, last: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Unnormalised attention weights ``[P, L]`` of queries ``last`` ``[P, hid]`` over projected states
+        ``keys_proj`` ``[P, L, hid]``, zero where the bool mask ``keys`` ``[P, L]`` is false."""
+        gate = torch.sigmoid(keys_proj + self.a_2(last).unsqueeze(1))  # [P, L, hid]
+        return self.v_t(gate).squeeze(-1) * keys.to(gate.dtype)
 
     def encode(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         states = self.gru_states(inputs)
-        last = gather_positions(states, lengths - 1).unsqueeze(1)
-        keys = valid_positions(lengths, inputs.shape[1], inputs.device).unsqueeze(1)
-        return self._summarise(states, last, keys).squeeze(1)
+        last = gather_positions(states, lengths - 1)  # [B, hid]
+        keys = valid_positions(lengths, inputs.shape[1], inputs.device)
+        alpha = self._attention(self.a_1(states), last, keys)  # [B, L]
+        local = torch.bmm(alpha.unsqueeze(1), states).squeeze(1)
+        return self._summarise(local, last)
 
     def encode_prefixes(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """All prefixes from one GRU pass; memory ``B * L * L * hidden`` (meant for short synthetic batches)."""
+        """All prefixes from one GRU pass; the attention is computed for the real positions only (memory
+        ``P * L * hidden`` for ``P`` real positions), rows at padding positions are the global summary alone."""
         states = self.gru_states(inputs)
         n = inputs.shape[1]
-        causal = torch.ones(n, n, dtype=torch.bool, device=inputs.device).tril()
-        keys = causal.unsqueeze(0) & valid_positions(lengths, n, inputs.device).unsqueeze(1)
-        return self._summarise(states, states, keys)
+        rows, queries = valid_positions(lengths, n, inputs.device).nonzero(as_tuple=True)  # the P real positions
+        keys = torch.arange(n, device=inputs.device) <= queries.unsqueeze(1)  # [P, L] causal
+        alpha = self._attention(self.a_1(states)[rows], states[rows, queries], keys)  # [P, L]
+        weights = alpha.new_zeros(states.shape[0], n, n).index_put((rows, queries), alpha)  # [B, Q, L]
+        return self._summarise(torch.bmm(weights, states), states)
