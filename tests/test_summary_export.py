@@ -204,3 +204,52 @@ def test_token_that_the_format_cannot_hold(tmp_path, capsys):
     assert set(read_back(tmp_path / "y.inter")["syn_0001"]) == {"a b"}
     with pytest.raises(DataError, match="cannot hold"):
         export_summary(path, tmp_path / "z.txt", fmt="txt")
+
+
+# -- training on an export ---------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_export_loads_as_training_data_with_the_summary_ids(tmp_path, fmt):
+    """Every export format read back as learner training data gives the exported internal ids, row by row."""
+    from td3rec.evaluation.sources import load_hard_sequences
+
+    toy = write_toy_dataset(tmp_path)
+    summary = distil_toy_summary(toy, tmp_path)
+    dataset = load_dataset(str(toy), PreprocessConfig(k_core=0))
+    out = tmp_path / f"export{FORMATS[fmt][0]}"
+    seqs = export_summary(summary, out, fmt=fmt, mode="sample", samples=2, seed=3)
+    hard = load_hard_sequences(str(out), dataset, max_len=8)
+    assert hard.ids.shape == (12, 8) and hard.full_lengths.tolist() == [8] * 12
+    expected = {tuple(dataset.item_tokens[j - 1] for j in row) for row in seqs.items.tolist()}
+    got = {tuple(dataset.item_tokens[j - 1] for j in row) for row in hard.ids.tolist()}
+    assert got == expected
+    short = load_hard_sequences(str(out), dataset, max_len=5)  # the last max_len items of each sequence
+    assert {tuple(r) for r in short.ids.tolist()} == {tuple(r[-5:]) for r in hard.ids.tolist()}
+
+
+def test_export_of_other_data_is_refused(tmp_path):
+    from td3rec.evaluation.sources import load_hard_sequences
+
+    toy = write_toy_dataset(tmp_path)
+    dataset = load_dataset(str(toy), PreprocessConfig(k_core=0))
+    other = tmp_path / "other.txt"
+    other.write_text("u1 1 2 3\nu2 4 999 5\n")
+    with pytest.raises(DataError, match="'999' is not an item of"):
+        load_hard_sequences(str(other), dataset, max_len=8)
+
+
+def test_evaluate_trains_on_an_exported_file(tmp_path, capsys):
+    toy = write_toy_dataset(tmp_path)
+    summary = distil_toy_summary(toy, tmp_path)
+    out = tmp_path / "export.inter"
+    assert main(["export", str(summary), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--dataset", str(toy), "--k-core", "0", "--sequences", str(out), "--summary",
+                 str(summary), "--teacher", str(tmp_path / "teacher"), "--init", "shared-item-factor,scratch",
+                 "--seeds", "1", "--steps", "5", "--set", "eval.protocols=[full]", "--json", str(tmp_path / "r.json")]) == 0
+    import json
+
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    labels = {(r["data"], r["init"].split(" ")[0]) for r in rows}
+    assert ("sequences:export.inter", "shared-item-factor") in labels and ("sequences:export.inter", "scratch") in labels
+    assert main(["evaluate", "--dataset", str(toy), "--k-core", "0", "--sequences", str(tmp_path / "no.inter")]) == 2
+    assert "sequences file" in capsys.readouterr().err

@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser, positional=False)
     parser.add_argument("--summary", action="append", default=[], metavar="FILE",
                         help="a summary file (.safetensors) to evaluate (repeatable)")
+    parser.add_argument("--sequences", action="append", default=[], metavar="FILE",
+                        help="a file of hard synthetic sequences to evaluate, e.g. written by `td3rec export` "
+                             "(repeatable); raw item ids must be items of --dataset")
+    parser.add_argument("--sequences-format", metavar="FORMAT",
+                        help="format of the --sequences files (default: detected from the name and content)")
     parser.add_argument("--subset", action="append", default=[], choices=list(SUBSET_METHODS),
                         help="also evaluate a real-subset baseline of --n users (repeatable); herding and kcenter "
                              "select on teacher features and need --teacher")
@@ -67,16 +72,19 @@ def run(args: argparse.Namespace) -> int:
     config.split = args.split
     if config.seeds <= 0 or config.training.steps <= 0:
         raise ConfigError("--seeds and --steps must be positive")
-    specs = [DataSpec("summary", path=p) for p in args.summary] + [DataSpec(k, n=args.n) for k in args.subset]
+    specs = ([DataSpec("summary", path=p) for p in args.summary]
+             + [DataSpec("sequences", path=p, fmt=args.sequences_format) for p in args.sequences]
+             + [DataSpec(k, n=args.n) for k in args.subset])
     if args.whole:
         specs.append(DataSpec("whole"))
     if not specs:
-        raise ConfigError(f"nothing to evaluate: give --summary FILE, --subset {'|'.join(SUBSET_METHODS)} or --whole")
+        raise ConfigError(f"nothing to evaluate: give --summary FILE, --sequences FILE, --subset {'|'.join(SUBSET_METHODS)} or --whole")
     if any(kind in FEATURE_METHODS for kind in args.subset) and not args.teacher:
         raise ConfigError("--subset herding/kcenter select on teacher features: give --teacher RUN_DIR")
-    for p in args.summary:
-        if not Path(p).is_file():
-            raise ConfigError(f"summary {p} does not exist")
+    for what, paths in (("summary", args.summary), ("sequences file", args.sequences)):
+        for p in paths:
+            if not Path(p).is_file():
+                raise ConfigError(f"{what} {p} does not exist")
     device = resolve_device(args.device)
     dataset = dataset_from_args(args)
     teachers = {}

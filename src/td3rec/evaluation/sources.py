@@ -8,11 +8,15 @@ learner's own item embedding; hard: an embedding lookup).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from td3rec.models.base import SequentialRecommender
 from td3rec.summary.readout import soft_readout
+
+if TYPE_CHECKING:
+    from td3rec.data.sequences import SequenceDataset
 
 
 @dataclass
@@ -87,3 +91,40 @@ class HardSequences:
     def to(self, device: torch.device | str) -> "HardSequences":
         V = self.V.to(device) if self.V is not None else None
         return HardSequences(self.ids.to(device), self.full_lengths.to(device), V)
+
+
+def load_hard_sequences(path: str, dataset: "SequenceDataset", max_len: int, fmt: str | None = None,
+                        V: torch.Tensor | None = None) -> HardSequences:
+    """Hard synthetic sequences from an interaction file (e.g. written by ``td3rec export``) as training data
+    for learners of ``dataset``: one sequence per user of the file in chronological order (file order on
+    ties), its last ``max_len`` items, raw item ids mapped through ``dataset``'s id map.
+
+    Users with a single item are dropped (no next-item example). An item the dataset does not know is a
+    :class:`~td3rec.errors.DataError` naming it: the file belongs to other data.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from td3rec.data.preprocess import chronological_order
+    from td3rec.data.readers import read_interactions
+    from td3rec.errors import DataError
+
+    raw = read_interactions(path, fmt)
+    index = {str(tok): j for j, tok in enumerate(dataset.item_tokens, start=1)}
+    item_ids = np.fromiter((index.get(str(tok), 0) for tok in raw.items), dtype=np.int64, count=len(raw))
+    if (item_ids == 0).any():
+        unknown = raw.items[int(np.argmax(item_ids == 0))]
+        raise DataError(f"{raw.source}: item {unknown!r} is not an item of {dataset.name}; these sequences "
+                        f"belong to other data (export them from a summary of {dataset.name})")
+    user_codes = pd.factorize(raw.users)[0]
+    order = chronological_order(user_codes, raw.timestamps)
+    user_codes, item_ids = user_codes[order], item_ids[order]
+    bounds = np.flatnonzero(np.diff(user_codes)) + 1
+    sequences = [s[-max_len:] for s in np.split(item_ids, bounds) if len(s) >= 2]
+    if not sequences:
+        raise DataError(f"{raw.source}: no sequence has two items or more; nothing to train on")
+    ids = torch.zeros(len(sequences), max_len, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.from_numpy(seq)
+    return HardSequences(ids, torch.tensor([len(s) for s in sequences]), V)
+

@@ -14,7 +14,7 @@ from td3rec.data.sequences import LeaveOneOutSplit, SequenceDataset, leave_one_o
 from td3rec.errors import ConfigError
 from td3rec.evaluation.evaluator import EvalConfig
 from td3rec.evaluation.learner_training import LearnerTrainingConfig
-from td3rec.evaluation.sources import DecodedSoftSequences, HardSequences, SoftSequences
+from td3rec.evaluation.sources import DecodedSoftSequences, HardSequences, SoftSequences, load_hard_sequences
 from td3rec.evaluation.summary_eval import evaluate_sources, mean_std
 from td3rec.models.base import SequentialRecommender
 from td3rec.summary.factors import load_summary_factors
@@ -25,17 +25,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DataSpec:
-    """One kind of training data: ``kind`` is summary, whole, or a real subset (random, longest, popular,
-    herding, kcenter; :mod:`td3rec.summary.real_subset`)."""
+    """One kind of training data: ``kind`` is summary, sequences (a file of hard sequences, e.g. an export;
+    ``fmt`` its format, detected when ``None``), whole, or a real subset (random, longest, popular, herding,
+    kcenter; :mod:`td3rec.summary.real_subset`)."""
 
     kind: str
     path: str | None = None
     n: int = 30
+    fmt: str | None = None
 
     @property
     def label(self) -> str:
         if self.kind == "summary":
             return f"summary:{Path(self.path).name}"
+        if self.kind == "sequences":
+            return f"sequences:{Path(self.path).name}"
         if self.kind == "whole":
             return "whole"
         return f"{self.kind}-{self.n}"
@@ -114,8 +118,12 @@ def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConf
                 rows.append({"data": spec.label, "arch": arch, "init": "scratch (full training, early stopping)",
                              "mean": mean, "std": std, "runs": runs, "train_seconds": seconds})
             continue
-        source = summary_source(spec.path, dataset, device) if spec.kind == "summary" else \
-            real_subset(split, spec.kind, spec.n, config.max_len, seed=0, features=features)
+        if spec.kind == "summary":
+            source = summary_source(spec.path, dataset, device)
+        elif spec.kind == "sequences":
+            source = load_hard_sequences(spec.path, dataset, config.max_len, spec.fmt)
+        else:
+            source = real_subset(split, spec.kind, spec.n, config.max_len, seed=0, features=features)
         for arch in config.archs:
             teacher = teachers.get(arch)
             for init in config.inits:
