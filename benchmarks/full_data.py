@@ -6,6 +6,12 @@ Run (from the repository root, with the real data folder):
     TD3REC_DATA_DIR=../shared/data python benchmarks/full_data.py --datasets ml-100k amazon-beauty --seeds 3
 
 Writes ``benchmarks/results/full_data.json`` and ``benchmarks/results/full_data.md``.
+
+The ``whole`` cells of the comparison grid (``benchmarks/grid.yaml``) are the same trainings (default learners,
+window examples, early stopping on full NDCG@10, patience 10); to build the table from a grid's finished cells
+instead of training again:
+
+    python benchmarks/full_data.py --from-benchmark benchmarks/results/grid
 """
 
 from __future__ import annotations
@@ -42,8 +48,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="DATASET:MODEL:KEY=VALUE",
                         help="per-dataset model option, e.g. amazon-beauty:sasrec:hidden_size=64")
     parser.add_argument("--name", default="full_data", help="results file stem")
+    parser.add_argument("--from-benchmark", metavar="RESULTS_DIR",
+                        help="build the table from the finished `whole` cells of a `td3rec benchmark` results folder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.from_benchmark:
+        from_benchmark(Path(args.from_benchmark), args.name)
+        return
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     options: dict[tuple[str, str], dict] = {}
@@ -76,6 +87,38 @@ def main() -> None:
                 _write(rows + [_row(name, model, dataset, runs, options)], meta, args.name)
             rows.append(_row(name, model, dataset, runs, options))
             _write(rows, meta, args.name)
+    print(_markdown(rows, meta))
+
+
+def from_benchmark(results: Path, name: str) -> None:
+    """The table of the ``whole`` cells finished in a benchmark results folder (one row per dataset × model)."""
+    from td3rec.evaluation.benchmark import CELLS_DIR, read_cell
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    settings: dict[tuple[str, str], dict] = {}
+    for path in sorted((results / CELLS_DIR).glob("*.json")):
+        record = read_cell(path)
+        if record is None or record.get("family") != "whole" or record.get("status") != "done":
+            continue
+        key = (record["dataset"], record["arch"])
+        groups.setdefault(key, []).append({
+            "seed": record["seed"], "test": record["test"], "best_epoch": record["best_epoch"],
+            "epochs_run": record["epochs_run"], "seconds": record["train_seconds"],
+            "seconds_per_epoch": record.get("seconds_per_epoch", record["train_seconds"] / record["epochs_run"])})
+        settings[key] = record["settings"]["whole"]
+    if not groups:
+        raise SystemExit(f"no finished whole cells in {results / CELLS_DIR}")
+    rows = []
+    for (ds, model), runs in sorted(groups.items()):
+        runs.sort(key=lambda r: r["seed"])
+        rows.append({"dataset": ds, "model": model, "model_options": settings[(ds, model)]["model_options"],
+                     "runs": runs, **_aggregate(runs)})
+    any_settings = next(iter(settings.values()))
+    meta = {"command": " ".join(["python"] + sys.argv) + f"  (cells computed by `td3rec benchmark` into {results})",
+            "torch": torch.__version__, "platform": platform.platform(), "threads": 1,
+            "valid_metric": any_settings["valid_metric"], "patience": any_settings["patience"],
+            "mode": any_settings["mode"]}
+    _write(rows, meta, name)
     print(_markdown(rows, meta))
 
 
