@@ -141,3 +141,17 @@ def test_cli_writes_a_complete_folder_and_needs_overwrite(results, tmp_path, cap
     assert main(["report", str(results), "--out", str(tmp_path / "r2"), "--metrics", "full:HR@10"]) == 2
     assert "not in the results" in capsys.readouterr().err
     assert load_results(results)["status"] == "finished"
+
+
+def test_verdict_without_rivals_claims_nothing():
+    """A TD3 cell with no Farzi or subset at its budget (a partial grid) is not called best."""
+    from td3rec.evaluation.report import Group, ReportView, td3_verdict
+
+    key = ("d", "td3", 30, 10, "sasrec", "shared-item-factor")
+    groups = {key: Group(*key, rows=[{"full:NDCG@10": 0.2}])}
+    view = ReportView(["full:NDCG@10"], "sasrec", "shared-item-factor", None)
+    text = td3_verdict(groups, "d", ["td3", "random"], [(30, 10)], view)
+    assert "no other method at this budget yet" in text and "TD3 is best" not in text
+    groups[("d", "random", 30, 10, "sasrec", "shared-item-factor")] = Group(
+        "d", "random", 30, 10, "sasrec", "shared-item-factor", rows=[{"full:NDCG@10": 0.1}])
+    assert "TD3 is best" in td3_verdict(groups, "d", ["td3", "random"], [(30, 10)], view)

@@ -289,7 +289,7 @@ def td3_verdict(groups: dict[GroupKey, Group], dataset: str, methods: list[str],
             others = [(m, groups[k].stat(metric)[0]) for m in rivals
                       if (k := (dataset, m, n, seq_len, view.arch, view.init)) in groups]
             better = sorted(((m, v) for m, v in others if v >= mine), key=lambda x: -x[1])
-            verdict = ("TD3 is best" if not better else
+            verdict = ("no other method at this budget yet" if not others else "TD3 is best" if not better else
                        "**not best**: " + ", ".join(f"{m} {v:.4f}" for m, v in better) + " reach or beat it")
             rows.append([str(n), str(seq_len), metric, f"{mine:.4f}", str(len(others)), verdict])
     if not rows:
