@@ -80,6 +80,14 @@ class InnerLoop:
         start = (step * b) % self.n_sequences
         return (torch.arange(b) + start) % self.n_sequences
 
+    def _rows_of(self, table: torch.Tensor, step: int) -> torch.Tensor:
+        """``table[self.rows(step)]``: a view when the rows do not wrap around (no copy of ``[b, L, I]``)."""
+        b = self.config.batch_size
+        start = (step * b) % self.n_sequences
+        if start + b <= self.n_sequences:
+            return table.narrow(0, start, b)
+        return table[self.rows(step).to(table.device)]
+
     # -- one step ---------------------------------------------------------------------------------
     def loss(self, params: Params, W_rows: torch.Tensor, V: torch.Tensor, generator: torch.Generator | None,
              probs_rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -106,7 +114,7 @@ class InnerLoop:
         else:
             W, V = W.detach(), V.detach()  # V is learned for some summaries (learned item factor, Farzi full)
             params = {k: v.detach().requires_grad_(k in self.trainable) for k, v in state.params.items()}
-        loss = self.loss(params, W[rows], V, generator, probs[rows] if probs is not None else None)
+        loss = self.loss(params, W[rows], V, generator, self._rows_of(probs, state.step) if probs is not None else None)
         grads = torch.autograd.grad(loss, [params[k] for k in self.trainable], create_graph=differentiable)
         trainable = {k: params[k] for k in self.trainable}
         grad_dict = dict(zip(self.trainable, grads))
