@@ -34,7 +34,7 @@ _SHORTCUTS = {
     "epochs": "epochs", "max_steps": "max_steps", "n_sequences": "n_sequences", "seq_len": "seq_len",
     "d1": "d1", "d2": "d2", "inner_steps": "inner_steps", "window": "window", "real_batch_size": "real_batch_size",
     "feature_weight": "feature_weight", "outer_lr": "outer_lr", "seed": "seed", "device": "device",
-    "eval_init": "eval_init", "model": "model", "method": "method",
+    "eval_init": "eval_init", "model": "model", "method": "method", "precision": "precision",
 }
 
 
@@ -59,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-init", help="initialisation of validation learners (default reference)")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
+    parser.add_argument("--precision", help="autocast of the learner work: fp32 (default) or bf16 (see README)")
     add_config_arguments(parser)
     add_output_arguments(parser, "runs/distill-DATASET-seedS")
     add_resume_argument(parser)

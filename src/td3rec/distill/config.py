@@ -9,6 +9,7 @@ from td3rec.evaluation.evaluator import EvalConfig
 from td3rec.models.registry import make_model_config, max_input_length
 from td3rec.summary.farzi import FARZI_DECODERS
 from td3rec.utils.device import resolve_device
+from td3rec.utils.precision import check_precision
 
 INIT_PROTOCOLS = ("reference", "shared-item-factor", "scratch")
 RESET_MODES = ("epoch", "step", "random")
@@ -85,6 +86,9 @@ class DistillConfig:
             meta-gradient was NaN/inf (each such step is skipped and counted; 0 = never stop).
         seed: random seed.
         device: auto, cpu or cuda.
+        precision: ``fp32`` (default) or ``bf16``: autocast of the learner work (inner steps and the
+            real-batch loss); the summary, parameters and optimiser states stay float32
+            (:mod:`td3rec.utils.precision`).
         eval: metric settings for validation.
     """
 
@@ -122,10 +126,12 @@ class DistillConfig:
     max_nonfinite_steps: int = 5
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
         """Reject impossible or inconsistent settings before any work starts."""
+        check_precision(self.precision)
         positive = ("max_len", "n_sequences", "seq_len", "d1", "d2", "inner_steps", "window", "real_batch_size",
                     "epochs", "eval_learners", "eval_steps")
         for name in positive:

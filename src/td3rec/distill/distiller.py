@@ -42,6 +42,7 @@ from td3rec.utils.atomic import write_json, write_text
 from td3rec.utils.device import resolve_device
 from td3rec.utils.jsonl import append_jsonl, rewrite_jsonl
 from td3rec.utils.numerics import NonFiniteGuard, all_finite
+from td3rec.utils.precision import learner_autocast
 from td3rec.utils.rng import capture_rng, restore_rng
 from td3rec.utils.run_state import RESUME_FILE, load_run_state, save_run_state
 from td3rec.utils.seeding import seed_everything
@@ -62,14 +63,18 @@ class DistillResult:
 
 
 def outer_loss(model, params: dict, batch: Examples, targets_features: torch.Tensor, feature_weight: float,
-               chunk_size: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               chunk_size: int | None, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Real-batch objective of the learner at ``params``: cross-entropy of the next items plus
-    ``feature_weight`` · MSE to the teacher's features. Returns ``(total, ce, mse)``."""
+    ``feature_weight`` · MSE to the teacher's features (the learner's forward at ``precision``). Returns
+    ``(total, ce, mse)``."""
     table = params[EMBEDDING_KEY]
-    inputs = F.embedding(batch.inputs, table)
-    features = functional_call(model, params, (inputs, batch.lengths))
-    items = table[1 : model.n_items + 1]
-    ce = (logsumexp_scores(features, items, chunk_size) - (features * table[batch.targets]).sum(-1)).mean()
+    with learner_autocast(precision, table.device):
+        inputs = F.embedding(batch.inputs, table)
+        features = functional_call(model, params, (inputs, batch.lengths))
+        items = table[1 : model.n_items + 1]
+        ce = (logsumexp_scores(features, items, chunk_size) - (features * table[batch.targets]).sum(-1)).mean()
+    features = features.float()
+    ce = ce.float()
     mse = F.mse_loss(features, targets_features)
     return ce + feature_weight * mse, ce, mse
 
@@ -150,7 +155,7 @@ class Distiller:
         summary = build_summary(cfg, V, generator=generator).to(self.device)  # TD3 (Tucker) or Farzi
         learner = build_model(teacher.model_name, self.dataset.n_items, teacher.model.max_len,
                               **_model_options(teacher.model)).to(self.device)
-        inner = InnerLoop(learner, cfg.inner, cfg.n_sequences, cfg.chunk_size)
+        inner = InnerLoop(learner, cfg.inner, cfg.n_sequences, cfg.chunk_size, cfg.precision)
         opt = torch.optim.Adam(summary.parameters(), lr=cfg.outer_lr, weight_decay=cfg.outer_weight_decay)
         batch_size = cfg.real_batch_size
         steps_per_epoch = math.ceil(len(examples) / batch_size)
@@ -212,7 +217,8 @@ class Distiller:
                 opt.zero_grad(set_to_none=True)
                 loss, ce, mse = self.dist.backward(  # the global batch's loss and meta-gradient (all-reduced)
                     lambda: outer_loss(learner, state.params, examples.subset(local).trimmed().to(self.device),
-                                       feats[local.to(self.device)], cfg.feature_weight, cfg.chunk_size),
+                                       feats[local.to(self.device)], cfg.feature_weight, cfg.chunk_size,
+                                       cfg.precision),
                     summary.parameters(), len(local), len(index))
                 learner.train()
                 grad_norm = torch.nn.utils.clip_grad_norm_(summary.parameters(),

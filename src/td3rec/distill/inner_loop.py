@@ -19,6 +19,7 @@ from td3rec.distill.functional_optim import FunctionalOptimizer, make_functional
 from td3rec.distill.objective import draw_cut_positions, sequence_loss
 from td3rec.models.base import SequentialRecommender
 from td3rec.summary.readout import soft_readout
+from td3rec.utils.precision import learner_autocast
 
 EMBEDDING_KEY = "item_embedding.weight"
 
@@ -57,8 +58,9 @@ class InnerLoop:
     cache_limit: int = 2**25
 
     def __init__(self, model: SequentialRecommender, config: InnerConfig, n_sequences: int,
-                 chunk_size: int | None = None) -> None:
+                 chunk_size: int | None = None, precision: str = "fp32") -> None:
         self.model = model
+        self.precision = precision
         self.config = config
         self.n_sequences = n_sequences
         self.chunk_size = chunk_size
@@ -114,7 +116,9 @@ class InnerLoop:
         else:
             W, V = W.detach(), V.detach()  # V is learned for some summaries (learned item factor, Farzi full)
             params = {k: v.detach().requires_grad_(k in self.trainable) for k, v in state.params.items()}
-        loss = self.loss(params, W[rows], V, generator, self._rows_of(probs, state.step) if probs is not None else None)
+        with learner_autocast(self.precision, W.device):
+            loss = self.loss(params, W[rows], V, generator,
+                             self._rows_of(probs, state.step) if probs is not None else None)
         grads = torch.autograd.grad(loss, [params[k] for k in self.trainable], create_graph=differentiable)
         trainable = {k: params[k] for k in self.trainable}
         grad_dict = dict(zip(self.trainable, grads))
