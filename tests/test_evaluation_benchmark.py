@@ -68,6 +68,14 @@ def test_interrupted_benchmark_resumes_without_recomputing(toy_data, tmp_path, m
     teacher_files = {p: p.stat().st_mtime_ns for p in teacher.rglob("*") if p.is_file()}
     summary_mtime = (td3 / "summary_best.safetensors").stat().st_mtime_ns
 
+    # --table-only computes nothing and tables the 6 finished cells, with the teacher's training time
+    monkeypatch.setattr(benchmark, "compute_cell", lambda cell, ctx: pytest.fail("--table-only computed a cell"))
+    assert main(["benchmark", str(config_path), "--results", str(results), "--no-progress", "--table-only"]) == 0
+    table = json.loads((results / "results.json").read_text())
+    assert table["status"] == "partial" and table["cells_finished"] == 6 and len(table["rows"]) == 6
+    assert [t["train_seconds"] > 0 for t in table["teachers"].values()] == [True]
+    assert _snapshot(results / "cells") == cells
+
     # resume: only the 3 missing cells are computed; finished cells, the teacher and the summary are untouched
     resumed: list[str] = []
 

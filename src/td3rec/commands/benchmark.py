@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting of CONFIG.yaml, e.g. --set seeds=1 (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.add_argument("--table-only", action="store_true",
+                        help="compute nothing: write the results table of the cells finished so far (e.g. while "
+                             "another process runs the grid, or to collect cells computed by partial runs)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     results = Path(args.results or f"runs/benchmark-{Path(args.config).stem}")
     if results.exists() and not results.is_dir():
         raise ConfigError(f"--results {results} exists and is not a folder")
-    result = run_benchmark(config, results, data_dir=args.data_dir, progress=not args.no_progress)
+    result = run_benchmark(config, results, data_dir=args.data_dir, progress=not args.no_progress,
+                           compute=not args.table_only)
     statuses: dict[str, int] = {}
     for row in result.rows:
         statuses[row["status"]] = statuses.get(row["status"], 0) + 1

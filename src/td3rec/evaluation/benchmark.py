@@ -598,8 +598,11 @@ def compute_cell(cell: Cell, ctx: _DatasetContext) -> dict:
 
 
 def run_benchmark(config: BenchmarkConfig, results_dir: str | Path, data_dir: str | Path | None = None,
-                  progress: bool = True, on_cell: Callable[[dict], None] | None = None) -> BenchmarkResult:
-    """Run every cell of the grid not finished in ``results_dir`` yet; write the table; return what was done."""
+                  progress: bool = True, on_cell: Callable[[dict], None] | None = None,
+                  compute: bool = True) -> BenchmarkResult:
+    """Run every cell of the grid not finished in ``results_dir`` yet; write the table; return what was done.
+    With ``compute=False`` nothing is run: the table holds the cells finished so far (status ``partial`` when
+    some are missing)."""
     config.validate()
     results = Path(results_dir)
     device = resolve_device(config.device)
@@ -616,6 +619,16 @@ def run_benchmark(config: BenchmarkConfig, results_dir: str | Path, data_dir: st
     log.info("benchmark: %d cells, %d finished earlier, %d to compute; results in %s", len(cells), reused,
              len(cells) - reused, results)
     contexts: dict[str, _DatasetContext] = {}
+    if not compute:
+        for spec in config.datasets:  # the teachers trained so far, for the table's cost facts
+            ctx = _DatasetContext(config, spec, datasets[spec.name], results, device, progress)
+            timing = ctx.teacher_dir(config.teacher.model) / "benchmark_timing.json"
+            if timing.is_file():
+                ctx.teacher_seconds[config.teacher.model] = _read_json(timing).get("train_seconds", float("nan"))
+            contexts[spec.name] = ctx
+        status = "finished" if len(records) == len(cells) else "partial"
+        rows = _write_table(results, config, cells, records, contexts, status)
+        return BenchmarkResult(results, rows, computed=0, reused=reused)
     if len(records) < len(cells):
         _warm_up(device)  # one-off process costs are not charged to whichever cell comes first
     computed = 0
