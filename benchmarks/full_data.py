@@ -114,7 +114,9 @@ def from_benchmark(results: Path, name: str) -> None:
         rows.append({"dataset": ds, "model": model, "model_options": settings[(ds, model)]["model_options"],
                      "runs": runs, **_aggregate(runs)})
     any_settings = next(iter(settings.values()))
-    meta = {"command": " ".join(["python"] + sys.argv) + f"  (cells computed by `td3rec benchmark` into {results})",
+    meta = {"command": " ".join(["python"] + sys.argv),
+            "note": f"Rows built from the finished `whole` cells in `{results}` (computed by `td3rec benchmark "
+                    "benchmarks/grid.yaml`, one thread per process; see that folder's README for the runs).",
             "torch": torch.__version__, "platform": platform.platform(), "threads": 1,
             "valid_metric": any_settings["valid_metric"], "patience": any_settings["patience"],
             "mode": any_settings["mode"]}
@@ -149,14 +151,16 @@ def _markdown(rows: list[dict], meta: dict) -> str:
     lines = ["# Full-data learners (test users, leave-one-out)", "",
              f"Command: `{meta['command']}`  ", f"torch {meta['torch']}, {meta['threads']} threads, {meta['platform']}; "
              f"{meta['mode']} training examples; early stopping on {meta['valid_metric']} (patience {meta['patience']}).", "",
-             "| dataset | model | full HR@10 | full NDCG@10 | uni100 HR@10 | uni100 NDCG@10 | best epoch (median) | s/epoch (median) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| dataset | model | seeds | full HR@10 | full NDCG@10 | uni100 HR@10 | uni100 NDCG@10 | best epoch (median) | s/epoch (median) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cells = [f"{r[k][0]:.4f} ± {r[k][1]:.4f}" for k in ("full:HR@10", "full:NDCG@10", "uni100:HR@10", "uni100:NDCG@10")]
-        lines.append(f"| {r['dataset']} | {r['model']} | " + " | ".join(cells) +
+        lines.append(f"| {r['dataset']} | {r['model']} | {len(r['runs'])} | " + " | ".join(cells) +
                      f" | {r['best_epoch_median']:.0f} | {r['seconds_per_epoch_median']:.1f} |")
     lines.append("")
-    lines.append("Mean ± population std over seeds " + ", ".join(sorted({str(len(r['runs'])) for r in rows})) + ".")
+    lines.append("Mean ± population std over the seeds of each row.")
+    if meta.get("note"):
+        lines += ["", meta["note"]]
     return "\n".join(lines) + "\n"
 
 

@@ -155,3 +155,18 @@ def test_verdict_without_rivals_claims_nothing():
     groups[("d", "random", 30, 10, "sasrec", "shared-item-factor")] = Group(
         "d", "random", 30, 10, "sasrec", "shared-item-factor", rows=[{"full:NDCG@10": 0.1}])
     assert "TD3 is best" in td3_verdict(groups, "d", ["td3", "random"], [(30, 10)], view)
+
+
+def test_quality_cell_with_missing_seeds_says_how_many():
+    """A partial grid: a cell with 1 of 3 seeds is marked, complete cells are not."""
+    from td3rec.evaluation.report import Group, quality_table
+
+    def group(method, values):
+        return Group("d", method, 30, 10, "sasrec", "scratch", rows=[{"full:NDCG@10": v} for v in values])
+
+    groups = {("d", "td3", 30, 10, "sasrec", "scratch"): group("td3", [0.3]),
+              ("d", "random", 30, 10, "sasrec", "scratch"): group("random", [0.1, 0.2, 0.3])}
+    table = quality_table(groups, "d", ["random", "td3"], [], 30, 10, "scratch", ["sasrec"], ["full:NDCG@10"], 3)
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
+    assert rows["td3"].endswith("**0.3000 ± 0.0000** (1 of 3 seeds) |")
+    assert "seeds" not in rows["random"] and "0.2000 ± 0.0816" in rows["random"]

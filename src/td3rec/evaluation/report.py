@@ -83,6 +83,10 @@ class Group:
         mean = sum(values) / len(values)
         return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
+    def count(self, column: str) -> int:
+        """How many seeds have a value of ``column``."""
+        return sum(isinstance(v, (int, float)) and not math.isnan(float(v)) for v in (r.get(column) for r in self.rows))
+
     def first(self, column: str):
         for r in self.rows:
             if r.get(column) is not None:
@@ -165,17 +169,27 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def quality_table(groups: dict[GroupKey, Group], dataset: str, methods: list[str], whole: list[str],
-                  n: int, seq_len: int, init: str, archs: list[str], metrics: list[str]) -> str | None:
-    """Rows = methods (the whole data first), columns = architecture × metric; best non-whole mean in bold."""
+                  n: int, seq_len: int, init: str, archs: list[str], metrics: list[str],
+                  seeds: int | None = None) -> str | None:
+    """Rows = methods (the whole data first), columns = architecture × metric; best non-whole mean in bold; a
+    cell with fewer than ``seeds`` finished seeds says how many it has."""
     columns = [(a, m) for a in archs for m in metrics]
     body: list[tuple[str, bool, list[tuple[float, float]]]] = []
+    counts: dict[tuple[str, int], int] = {}
+
+    def stats_of(label: str, key_of) -> list[tuple[float, float]]:
+        out = []
+        for j, (a, m) in enumerate(columns):
+            group = groups.get(key_of(a))
+            out.append(group.stat(m) if group is not None else (float("nan"),) * 2)
+            counts[label, j] = group.count(m) if group is not None else 0
+        return out
+
     for method in whole:
-        stats = [groups[k].stat(m) if (k := (dataset, method, None, None, a, "full-data")) in groups
-                 else (float("nan"),) * 2 for a, m in columns]
-        body.append((f"{method} (full data)", True, stats))
+        label = f"{method} (full data)"
+        body.append((label, True, stats_of(label, lambda a: (dataset, method, None, None, a, "full-data"))))
     for method in methods:
-        stats = [groups[k].stat(m) if (k := (dataset, method, n, seq_len, a, init)) in groups
-                 else (float("nan"),) * 2 for a, m in columns]
+        stats = stats_of(method, lambda a: (dataset, method, n, seq_len, a, init))
         if any(not math.isnan(s[0]) for s in stats):
             body.append((method, False, stats))
     if not any(not is_whole for _, is_whole, _ in body):
@@ -191,6 +205,8 @@ def quality_table(groups: dict[GroupKey, Group], dataset: str, methods: list[str
             text = fmt(mean, std)
             if not is_whole and best[j] is not None and not math.isnan(mean) and round(mean, 4) == best[j]:
                 text = f"**{text}**"
+            if seeds is not None and 0 < counts[name, j] < seeds:
+                text += f" ({counts[name, j]} of {seeds} seeds)"
             cells.append(text)
         rows.append([name] + cells)
     header = ["method"] + [f"{a} {m}" for a, m in columns]
@@ -252,7 +268,8 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
         lines += ["", "### Quality", ""]
         for n, seq_len in budgets:
             for init in inits:
-                table = quality_table(groups, dataset, methods, whole, n, seq_len, init, archs, view.metrics)
+                table = quality_table(groups, dataset, methods, whole, n, seq_len, init, archs, view.metrics,
+                                      config.get("seeds"))
                 if table is not None:
                     lines += [f"**n = {n} sequences, L = {seq_len}; {init} initialisation**", "", table, ""]
         verdict = td3_verdict(groups, dataset, methods, budgets, view)
