@@ -174,3 +174,15 @@ def test_slices_are_a_union_of_products_without_duplicates():
                                     {"toy": "fingerprint"})) == 2 * 2 + 12 * 2 * 2 * 2 * 2
     with pytest.raises(ConfigError, match="slices\\[0\\]: methods"):
         load_benchmark_config(REPO / "benchmarks" / "grid_small.yaml", ["slices=[{methods: [td4]}]"])
+
+
+def test_cell_keys_ignore_later_settings_at_their_neutral_value(toy_data, tmp_path):
+    """Adding the `precision` setting (default fp32) must not change the key of any cell computed before it
+    existed; a non-default precision must."""
+    config = load_benchmark_config(_grid(toy_data, tmp_path))
+    cells = benchmark.plan_cells(config, {"toy": "f"})
+    td3 = next(c for c in cells if c.kind == "td3")
+    assert "precision" not in td3.settings["distill"]
+    config.distill.precision = "bf16"
+    bf16 = next(c for c in benchmark.plan_cells(config, {"toy": "f"}) if c.kind == "td3")
+    assert bf16.settings["distill"]["precision"] == "bf16" and bf16.key != td3.key

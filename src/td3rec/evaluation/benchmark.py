@@ -750,9 +750,16 @@ def _nested(overrides: dict, where: str) -> dict:
     return out
 
 
+#: settings added after grids were first run, with the value that reproduces the earlier behaviour: left out of a
+#: cell's settings (and so of its key) at that value, so that finished cells stay valid
+_LATER_DEFAULTS = {"precision": "fp32"}
+
+
 def _without_device(settings: dict) -> dict:
-    """Settings without the device (a result does not depend on where it was computed)."""
-    return {k: v for k, v in settings.items() if k != "device"}
+    """Settings without the device (a result does not depend on where it was computed) and without later-added
+    settings at their neutral value."""
+    return {k: v for k, v in settings.items()
+            if k != "device" and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
 
 
 def _unique(names: list[str], what: str) -> None:
