@@ -73,8 +73,7 @@ def outer_loss(model, params: dict, batch: Examples, targets_features: torch.Ten
         features = functional_call(model, params, (inputs, batch.lengths))
         items = table[1 : model.n_items + 1]
         ce = (logsumexp_scores(features, items, chunk_size) - (features * table[batch.targets]).sum(-1)).mean()
-    features = features.float()
-    ce = ce.float()
+    features, ce = features.to(table.dtype), ce.to(table.dtype)  # back from autocast's dtype (no-op in fp32/fp64)
     mse = F.mse_loss(features, targets_features)
     return ce + feature_weight * mse, ce, mse
 
