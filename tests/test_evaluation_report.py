@@ -170,3 +170,20 @@ def test_quality_cell_with_missing_seeds_says_how_many():
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
     assert rows["td3"].endswith("**0.3000 ± 0.0000** (1 of 3 seeds) |")
     assert "seeds" not in rows["random"] and "0.2000 ± 0.0816" in rows["random"]
+
+
+def test_dataset_with_only_full_data_cells_shows_them(tmp_path):
+    """A partial grid where one dataset has only whole cells: its section shows them, and no empty tables."""
+
+    rows = [{"dataset": "big", "method": "whole", "kind": "whole", "family": "whole", "n": None, "seq_len": None,
+             "arch": "sasrec", "init": "full-data", "seed": s, "status": "done", "full:NDCG@10": v,
+             "train_seconds": 10.0, "real_interactions": 100, "size_fraction": 1.0}
+            for s, v in enumerate([0.04, 0.05])]
+    data = {"status": "partial", "cells_total": 6, "cells_finished": 2, "metrics": ["full:NDCG@10"], "teachers": {},
+            "config": {"seeds": 3, "datasets": [{"name": "big"}], "archs": ["sasrec"]}, "rows": rows}
+    write_json(tmp_path / "results.json", data)
+    write_report(tmp_path, tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Only full-data cells have finished for this dataset." in text
+    assert "| whole (full data) | 0.0450 ± 0.0050 (2 of 3 seeds) |" in text
+    assert "### Size" not in text

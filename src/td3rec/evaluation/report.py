@@ -266,6 +266,9 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
         inits = _ordered({r["init"] for r in ds_rows if r.get("family") != "whole"}, PREFERRED_INITS)
         budgets = sorted({(r["n"], r["seq_len"]) for r in ds_rows if r.get("n") is not None})
         lines += ["", "### Quality", ""]
+        if not budgets:  # only full-data cells have finished: show them alone
+            lines += ["Only full-data cells have finished for this dataset.", "",
+                      _whole_only_table(groups, dataset, whole, archs, view.metrics, config.get("seeds")), ""]
         for n, seq_len in budgets:
             for init in inits:
                 table = quality_table(groups, dataset, methods, whole, n, seq_len, init, archs, view.metrics,
@@ -276,7 +279,8 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
         if verdict is not None:
             lines += [f"### TD3 against Farzi and the real subsets ({view.arch}, {view.init} initialisation)", "",
                       verdict, ""]
-        lines += ["### Size", "", size_table(groups, dataset, methods, budgets, real), ""]
+        if budgets:
+            lines += ["### Size", "", size_table(groups, dataset, methods, budgets, real), ""]
         lines += [f"### Cost ({view.arch}, {view.init} initialisation, {view.metrics[0]})", "",
                   cost_table(groups, dataset, methods, whole, budgets, view), ""]
         lines += ["Speed-up = full-data training time / training time on the data (one learner each); time to "
@@ -287,6 +291,26 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
             for title, rel in figures[dataset].items():
                 lines += [f"![{title}]({rel})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _whole_only_table(groups: dict[GroupKey, Group], dataset: str, whole: list[str], archs: list[str],
+                      metrics: list[str], seeds: int | None) -> str:
+    """Rows = full-data methods, columns = architecture × metric (mean ± std, seeds marked when fewer)."""
+    rows = []
+    for method in whole:
+        cells = []
+        for a in archs:
+            group = groups.get((dataset, method, None, None, a, "full-data"))
+            for m in metrics:
+                if group is None:
+                    cells.append("–")
+                    continue
+                text = fmt(*group.stat(m))
+                if seeds is not None and 0 < group.count(m) < seeds:
+                    text += f" ({group.count(m)} of {seeds} seeds)"
+                cells.append(text)
+        rows.append([f"{method} (full data)"] + cells)
+    return markdown_table(["method"] + [f"{a} {m}" for a in archs for m in metrics], rows)
 
 
 def td3_verdict(groups: dict[GroupKey, Group], dataset: str, methods: list[str], budgets: list[tuple[int, int]],
