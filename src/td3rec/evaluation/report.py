@@ -150,6 +150,11 @@ def default_view(data: dict, metrics: list[str] | None = None, arch: str | None 
 
 
 # -- Markdown ---------------------------------------------------------------------------------------------
+def seeds_note(count: int, seeds: int | None) -> str:
+    """`` (k of n seeds)`` when a cell has fewer finished seeds than the grid declares, else nothing."""
+    return f" ({count} of {seeds} seeds)" if seeds is not None and 0 < count < seeds else ""
+
+
 def fmt(mean: float, std: float, digits: int = 4) -> str:
     if math.isnan(mean):
         return "–"
@@ -205,8 +210,7 @@ def quality_table(groups: dict[GroupKey, Group], dataset: str, methods: list[str
             text = fmt(mean, std)
             if not is_whole and best[j] is not None and not math.isnan(mean) and round(mean, 4) == best[j]:
                 text = f"**{text}**"
-            if seeds is not None and 0 < counts[name, j] < seeds:
-                text += f" ({counts[name, j]} of {seeds} seeds)"
+            text += seeds_note(counts[name, j], seeds)
             cells.append(text)
         rows.append([name] + cells)
     header = ["method"] + [f"{a} {m}" for a, m in columns]
@@ -305,10 +309,7 @@ def _whole_only_table(groups: dict[GroupKey, Group], dataset: str, whole: list[s
                 if group is None:
                     cells.append("–")
                     continue
-                text = fmt(*group.stat(m))
-                if seeds is not None and 0 < group.count(m) < seeds:
-                    text += f" ({group.count(m)} of {seeds} seeds)"
-                cells.append(text)
+                cells.append(fmt(*group.stat(m)) + seeds_note(group.count(m), seeds))
         rows.append([f"{method} (full data)"] + cells)
     return markdown_table(["method"] + [f"{a} {m}" for a in archs for m in metrics], rows)
 
