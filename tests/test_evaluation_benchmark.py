@@ -186,3 +186,32 @@ def test_cell_keys_ignore_later_settings_at_their_neutral_value(toy_data, tmp_pa
     config.distill.precision = "bf16"
     bf16 = next(c for c in benchmark.plan_cells(config, {"toy": "f"}) if c.kind == "td3")
     assert bf16.settings["distill"]["precision"] == "bf16" and bf16.key != td3.key
+
+
+def test_dataset_distill_overrides_apply_to_that_dataset_only(toy_data, tmp_path):
+    """A dataset's `distill` overrides change its distillations (and only their cells' keys); a method's own
+    overrides still apply on top; a bad override is refused before any work."""
+    path = _grid(toy_data, tmp_path)
+    plain = load_benchmark_config(path)
+    data = yaml.safe_load(path.read_text())
+    data["datasets"].append({"name": "toy2", "source": str(toy_data), "k_core": 0,
+                             "distill": {"epochs": 2, "inner.lr": 0.5}})
+    path.write_text(yaml.safe_dump(data))
+    config = load_benchmark_config(path)
+    toy, toy2 = config.datasets
+    td3 = next(m for m in config.methods if m.name == "td3")
+    assert config.distill_config(td3, 4, 6, toy2).epochs == 2 and config.distill_config(td3, 4, 6, toy).epochs == 1
+    assert config.distill_config(td3, 4, 6, toy2).inner.lr == 0.5
+    assert config.distill_config(td3, 4, 6, toy).inner.lr == config.distill.inner.lr
+    no_augment = benchmark.BenchmarkMethod(name="td3-no-augment")
+    resolved = config.distill_config(no_augment, 4, 6, toy2)
+    assert resolved.inner.augment is False and resolved.epochs == 2
+    before = {c.label: c.key for c in benchmark.plan_cells(plain, {"toy": "f"})}
+    after = benchmark.plan_cells(config, {"toy": "f", "toy2": "f"})
+    assert all(before[c.label] == c.key for c in after if c.dataset == "toy")
+    distilled = [c for c in after if c.dataset == "toy2" and c.family == "distill"]
+    assert distilled and all(c.settings["distill"]["epochs"] == 2 for c in distilled)
+    data["datasets"][1]["distill"] = {"window": 99}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="on toy2: .*window 99"):
+        load_benchmark_config(path)

@@ -180,10 +180,13 @@ def test_dataset_with_only_full_data_cells_shows_them(tmp_path):
              "train_seconds": 10.0, "real_interactions": 100, "size_fraction": 1.0}
             for s, v in enumerate([0.04, 0.05])]
     data = {"status": "partial", "cells_total": 6, "cells_finished": 2, "metrics": ["full:NDCG@10"], "teachers": {},
-            "config": {"seeds": 3, "datasets": [{"name": "big"}], "archs": ["sasrec"]}, "rows": rows}
+            "config": {"seeds": 3, "datasets": [{"name": "big", "distill": {"epochs": 1}}, {"name": "small"}],
+                       "archs": ["sasrec"], "distill": {"epochs": 3}}, "rows": rows}
     write_json(tmp_path / "results.json", data)
     write_report(tmp_path, tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
+    assert "Distillation: 3 outer epochs" in text and "On big the distillations differ: epochs 1." in text
+    assert "On small" not in text
     assert "Only full-data cells have finished for this dataset." in text
     assert "| whole (full data) | 0.0450 ± 0.0050 (2 of 3 seeds) |" in text
     assert "### Size" not in text

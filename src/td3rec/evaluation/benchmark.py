@@ -103,6 +103,9 @@ class BenchmarkDataset:
         format: file format (default: detected).
         k_core: k-core filter (default: the dataset's setting).
         k_core_mode: ``iterative`` or ``single-pass`` (default: the dataset's setting).
+        distill: overrides of the grid's ``distill`` settings for this dataset's distillations (nested or dotted,
+            as a method's), e.g. fewer outer epochs on a dataset with many more users per epoch; a method's own
+            overrides apply on top.
     """
 
     name: str = ""
@@ -110,6 +113,7 @@ class BenchmarkDataset:
     format: str | None = None
     k_core: int | None = None
     k_core_mode: str | None = None
+    distill: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -230,10 +234,14 @@ class BenchmarkConfig:
                                    max_len=self.max_len, seed=self.seed, device=self.device, eval=self.eval,
                                    keep_trajectory=True)
 
-    def distill_config(self, method: BenchmarkMethod, n: int, seq_len: int) -> DistillConfig:
-        """The resolved distillation settings of ``method`` at budget ``(n, seq_len)``."""
+    def distill_config(self, method: BenchmarkMethod, n: int, seq_len: int,
+                       dataset: BenchmarkDataset | None = None) -> DistillConfig:
+        """The resolved distillation settings of ``method`` at budget ``(n, seq_len)`` on ``dataset`` (the grid's
+        settings, then the dataset's overrides, then the method's)."""
         kind = self.kind_of(method)
         data = to_dict(self.distill)
+        if dataset is not None:
+            _merge(data, _nested(dataset.distill, f"datasets[{dataset.name}].distill"))
         builtin_kind, builtin_overrides = BUILTIN_METHODS.get(method.name, ("", {}))
         if kind == builtin_kind:  # a built-in name brings its overrides (unless re-declared as another kind)
             _merge(data, copy.deepcopy(builtin_overrides))
@@ -248,7 +256,8 @@ class BenchmarkConfig:
             config.validate()
             config.check_learner(self.teacher.model, self.max_len)
         except ConfigError as err:
-            raise ConfigError(f"method {method.name} at n={n}, L={seq_len}: {err}") from None
+            where = f" on {dataset.name}" if dataset is not None else ""
+            raise ConfigError(f"method {method.name} at n={n}, L={seq_len}{where}: {err}") from None
         return config
 
     def whole_config(self, arch: str, seed: int) -> TrainConfig:
@@ -320,7 +329,8 @@ class BenchmarkConfig:
                 budgets = {(n, L) for part in slices if method.name in part.methods
                            for n in part.budgets for L in part.seq_lens}
                 for n, L in sorted(budgets):
-                    self.distill_config(method, n, L)
+                    for dataset in self.datasets:
+                        self.distill_config(method, n, L, dataset)
 
 
 def load_benchmark_config(path: str | Path, overrides: list[str] | None = None) -> BenchmarkConfig:
@@ -419,7 +429,7 @@ def plan_cells(config: BenchmarkConfig, fingerprints: dict[str, str]) -> list[Ce
                     for L in part.seq_lens:
                         source = {"teacher": teacher}
                         if kind in DISTILL_KINDS:
-                            source["distill"] = _without_device(to_dict(config.distill_config(method, n, L)))
+                            source["distill"] = _without_device(to_dict(config.distill_config(method, n, L, ds)))
                         for arch in part.archs:
                             for init in part.inits:
                                 for seed in seeds:
@@ -539,7 +549,7 @@ class _DatasetContext:
             raise DivergedError(metrics.get("message", "distillation diverged"))
         if metrics.get("status") != "finished":
             teacher = self.teacher(self.config.teacher.model)
-            config = self.config.distill_config(_method(self.config, cell.method), cell.n, cell.seq_len)
+            config = self.config.distill_config(_method(self.config, cell.method), cell.n, cell.seq_len, self.spec)
             resumed = (run / "resume.pt").is_file()
             log.info("distilling %s %s n=%d L=%d into %s", self.spec.name, cell.method, cell.n, cell.seq_len, run)
             start = time.perf_counter()

@@ -248,6 +248,10 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
                      f"window {distill.get('window')}, real batch {distill.get('real_batch_size')}, outer lr "
                      f"{distill.get('outer_lr')}, validation `{distill.get('select_metric')}` "
                      f"({distill.get('eval_init')} learners).")
+        for ds in config.get("datasets") or []:
+            if ds.get("distill"):
+                changes = ", ".join(f"{k} {v}" for k, v in sorted(ds["distill"].items()))
+                lines.append(f"On {ds.get('name')} the distillations differ: {changes}.")
     skipped = [r for r in rows if r.get("status") in ("skipped", "failed")]
     if skipped:
         reasons: dict[str, int] = defaultdict(int)
