@@ -174,10 +174,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def quality_table(groups: dict[GroupKey, Group], dataset: str, methods: list[str], whole: list[str],
-                  n: int, seq_len: int, init: str, archs: list[str], metrics: list[str],
-                  seeds: int | None = None) -> str | None:
+                  n: int | None, seq_len: int | None, init: str | None, archs: list[str], metrics: list[str],
+                  seeds: int | None = None, whole_alone: bool = False) -> str | None:
     """Rows = methods (the whole data first), columns = architecture × metric; best non-whole mean in bold; a
-    cell with fewer than ``seeds`` finished seeds says how many it has."""
+    cell with fewer than ``seeds`` finished seeds says how many it has. ``None`` when no budgeted method has a
+    result, unless ``whole_alone`` (then the full-data rows alone)."""
     columns = [(a, m) for a in archs for m in metrics]
     body: list[tuple[str, bool, list[tuple[float, float]]]] = []
     counts: dict[tuple[str, int], int] = {}
@@ -197,7 +198,7 @@ def quality_table(groups: dict[GroupKey, Group], dataset: str, methods: list[str
         stats = stats_of(method, lambda a: (dataset, method, n, seq_len, a, init))
         if any(not math.isnan(s[0]) for s in stats):
             body.append((method, False, stats))
-    if not any(not is_whole for _, is_whole, _ in body):
+    if not whole_alone and not any(not is_whole for _, is_whole, _ in body):
         return None
     best = []
     for j in range(len(columns)):
@@ -276,7 +277,8 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
         lines += ["", "### Quality", ""]
         if not budgets:  # only full-data cells have finished: show them alone
             lines += ["Only full-data cells have finished for this dataset.", "",
-                      _whole_only_table(groups, dataset, whole, archs, view.metrics, config.get("seeds")), ""]
+                      quality_table(groups, dataset, [], whole, None, None, None, archs, view.metrics, config.get("seeds"),
+                                    whole_alone=True), ""]
         for n, seq_len in budgets:
             for init in inits:
                 table = quality_table(groups, dataset, methods, whole, n, seq_len, init, archs, view.metrics,
@@ -299,23 +301,6 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
             for title, rel in figures[dataset].items():
                 lines += [f"![{title}]({rel})", ""]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _whole_only_table(groups: dict[GroupKey, Group], dataset: str, whole: list[str], archs: list[str],
-                      metrics: list[str], seeds: int | None) -> str:
-    """Rows = full-data methods, columns = architecture × metric (mean ± std, seeds marked when fewer)."""
-    rows = []
-    for method in whole:
-        cells = []
-        for a in archs:
-            group = groups.get((dataset, method, None, None, a, "full-data"))
-            for m in metrics:
-                if group is None:
-                    cells.append("–")
-                    continue
-                cells.append(fmt(*group.stat(m)) + seeds_note(group.count(m), seeds))
-        rows.append([f"{method} (full data)"] + cells)
-    return markdown_table(["method"] + [f"{a} {m}" for a in archs for m in metrics], rows)
 
 
 def td3_verdict(groups: dict[GroupKey, Group], dataset: str, methods: list[str], budgets: list[tuple[int, int]],
