@@ -3,8 +3,8 @@
 Per dataset:
 
 - **quality** tables, one per budget ``(n, L)`` and initialisation protocol: one row per method, one column
-  per architecture × metric, each cell the mean ± standard deviation over seeds; the best mean of each column
-  among the budgeted methods is **bold** (the ``whole`` row, the full data, is a reference and never bold);
+  per architecture × metric, each cell the mean ± population standard deviation over seeds; the best mean of
+  each column among the budgeted methods is **bold** (the ``whole`` row, the full data, is a reference and never bold);
 - **size**: summary parameters (without and with the item factor V) and the training data's interactions
   as a fraction of the real data's;
 - **TD3 against the baselines**: per budget and metric, whether TD3 beats Farzi and every real subset, and if
@@ -234,7 +234,7 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
     lines = ["# td3rec benchmark report", ""]
     finished = sum(r.get("status") in ("done", "skipped", "failed") for r in rows)
     lines.append(f"Results: `{source}` — {finished} of {data.get('cells_total', finished)} cells finished "
-                 f"(status: {data.get('status', '?')}). Test users; mean ± standard deviation over "
+                 f"(status: {data.get('status', '?')}). Test users; mean ± population standard deviation over "
                  f"{config.get('seeds', '?')} seeds. In the quality tables the best mean of each column among the "
                  "budgeted methods is **bold**; the full-data row is the reference and is never marked.")
     training = config.get("training") or {}
