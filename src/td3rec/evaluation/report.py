@@ -277,8 +277,8 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
         lines += ["", "### Quality", ""]
         if not budgets:  # only full-data cells have finished: show them alone
             lines += ["Only full-data cells have finished for this dataset.", "",
-                      quality_table(groups, dataset, [], whole, None, None, None, archs, view.metrics, config.get("seeds"),
-                                    whole_alone=True), ""]
+                      quality_table(groups, dataset, [], whole, None, None, None, archs, view.metrics,
+                                    config.get("seeds"), whole_alone=True), ""]
         for n, seq_len in budgets:
             for init in inits:
                 table = quality_table(groups, dataset, methods, whole, n, seq_len, init, archs, view.metrics,
