@@ -10,7 +10,7 @@ from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_ar
 from td3rec.config import load_config
 from td3rec.errors import ConfigError
 from td3rec.evaluation.initialisation import PROTOCOLS
-from td3rec.evaluation.suite import DataSpec, SuiteConfig, run_suite
+from td3rec.evaluation.suite import DataSpec, SuiteConfig, data_labels, run_suite
 from td3rec.models.registry import MODEL_NAMES
 from td3rec.summary.real_subset import FEATURE_METHODS, SUBSET_METHODS
 from td3rec.training.checkpoint import load_checkpoint
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         for p in paths:
             if not Path(p).is_file():
                 raise ConfigError(f"{what} {p} does not exist")
+    data_labels(specs)  # the same file or subset given twice: refused before any work
     device = resolve_device(args.device)
     dataset = dataset_from_args(args)
     teachers = {}
@@ -104,15 +105,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_rows(rows: list[dict], protocols: tuple[str, ...], metrics: tuple[str, ...] = ("HR@10", "NDCG@10")) -> str:
-    """A text table: one line per (data, arch, init), mean ± std of each protocol's metrics."""
+    """A text table: one line per (data, arch, init), mean ± std of each protocol's metrics over the seeds (the
+    mean alone for a single seed); the data column is as wide as its longest label (labels are never cut)."""
     cols = [f"{p}:{m}" for p in protocols for m in metrics]
-    head = f"{'data':<28} {'arch':<9} {'init':<20} " + " ".join(f"{c:>17}" for c in cols)
+    width = max([len("data")] + [len(r["data"]) for r in rows])
+    head = f"{'data':<{width}} {'arch':<9} {'init':<20} " + " ".join(f"{c:>17}" for c in cols)
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = []
         for p in protocols:
             for m in metrics:
-                cells.append(f"{r['mean'][p][m]:.4f} ± {r['std'][p][m]:.4f}".rjust(17))
+                text = f"{r['mean'][p][m]:.4f}"
+                if len(r.get("runs", ())) != 1:
+                    text += f" ± {r['std'][p][m]:.4f}"
+                cells.append(text.rjust(17))
         init = r["init"].split(" ")[0]
-        lines.append(f"{r['data'][:28]:<28} {r['arch']:<9} {init:<20} " + " ".join(cells))
+        lines.append(f"{r['data']:<{width}} {r['arch']:<9} {init:<20} " + " ".join(cells))
     return "\n".join(lines)

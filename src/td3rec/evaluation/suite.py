@@ -36,13 +36,45 @@ class DataSpec:
 
     @property
     def label(self) -> str:
-        if self.kind == "summary":
-            return f"summary:{Path(self.path).name}"
-        if self.kind == "sequences":
-            return f"sequences:{Path(self.path).name}"
+        """``summary:FILE``, ``sequences:FILE``, ``whole`` or ``KIND-N`` (the file by its name alone; see
+        :func:`data_labels` for labels that tell several same-named files apart)."""
+        if self.kind in FILE_KINDS:
+            return f"{self.kind}:{Path(self.path).name}"
         if self.kind == "whole":
             return "whole"
         return f"{self.kind}-{self.n}"
+
+
+#: kinds of :class:`DataSpec` read from a file (labelled by its path)
+FILE_KINDS = ("summary", "sequences")
+
+
+def data_labels(specs: list[DataSpec]) -> list[str]:
+    """One label per spec, all different, never cut: a file is named by the shortest suffix of its path that
+    no other file of the same kind shares (``summary:summary_best.safetensors`` alone;
+    ``summary:td3/summary_best.safetensors`` and ``summary:farzi/summary_best.safetensors`` together).
+
+    The same file, subset or ``whole`` given twice is a :class:`~td3rec.errors.ConfigError`: its rows could
+    not be told apart.
+    """
+    parts = {i: Path(spec.path).resolve().parts for i, spec in enumerate(specs) if spec.kind in FILE_KINDS}
+    labels = []
+    for i, spec in enumerate(specs):
+        if spec.kind not in FILE_KINDS:
+            labels.append(spec.label)
+            continue
+        mine = parts[i]
+        others = [parts[j] for j, other in enumerate(specs) if j != i and other.kind == spec.kind]
+        if mine in others:
+            raise ConfigError(f"{spec.kind} {spec.path} is given twice")
+        k = next((k for k in range(1, len(mine)) if all(o[-k:] != mine[-k:] for o in others)), None)
+        labels.append(f"{spec.kind}:{'/'.join(mine[-k:]) if k is not None else Path(*mine).as_posix()}")
+    seen: set[str] = set()
+    for label in labels:
+        if label in seen:
+            raise ConfigError(f"{label} is given twice")
+        seen.add(label)
+    return labels
 
 
 @dataclass
@@ -81,13 +113,15 @@ def summary_source(path: str, dataset: SequenceDataset, device: torch.device,
 
 def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConfig, device: torch.device,
               teachers: dict[str, SequentialRecommender] | None = None) -> list[dict]:
-    """One result row per (data, architecture, initialisation); inapplicable cells are skipped with a reason.
+    """One result row per (data, architecture, initialisation), labelled by :func:`data_labels`; inapplicable
+    cells are skipped with a reason.
 
     The ``herding`` and ``kcenter`` subsets select on the features of a teacher: the SASRec one in
     ``teachers`` when there is one, else the first."""
     from td3rec.training.config import TrainConfig
     from td3rec.training.trainer import train_full_data
 
+    labels = data_labels(specs)
     teachers = teachers or {}
     split: LeaveOneOutSplit = leave_one_out(dataset)
     rows: list[dict] = []
@@ -102,7 +136,7 @@ def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConf
         if feature_teacher is None:
             raise ConfigError("the herding and kcenter subsets select on teacher features: give --teacher RUN_DIR")
         features = last_prefix_features(feature_teacher, split)
-    for spec in specs:
+    for spec, label in zip(specs, labels):
         if spec.kind == "whole":
             for arch in config.archs:
                 runs, seconds = [], []
@@ -115,7 +149,7 @@ def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConf
                     seconds.append(time.perf_counter() - start)
                     runs.append(res.test if config.split == "test" else res.valid)
                 mean, std = mean_std(runs)
-                rows.append({"data": spec.label, "arch": arch, "init": "scratch (full training, early stopping)",
+                rows.append({"data": label, "arch": arch, "init": "scratch (full training, early stopping)",
                              "mean": mean, "std": std, "runs": runs, "train_seconds": seconds})
             continue
         if spec.kind == "summary":
@@ -128,27 +162,27 @@ def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConf
             teacher = teachers.get(arch)
             for init in config.inits:
                 if init == "reference" and teacher is None:
-                    log.warning("skipping %s / %s / reference: no %s teacher given", spec.label, arch, arch)
+                    log.warning("skipping %s / %s / reference: no %s teacher given", label, arch, arch)
                     continue
                 if init == "shared-item-factor":
                     V = source.V if spec.kind == "summary" else (shared_V if shared_V is not None else
                         (teacher.item_vectors().detach() if teacher is not None else None))
                     if V is None:
                         log.warning("skipping %s / %s / shared-item-factor: no item factor (give a summary or a teacher)",
-                                    spec.label, arch)
+                                    label, arch)
                         continue
                     if V.shape[1] != _hidden_size(arch, config, teacher):
                         log.warning("skipping %s / %s / shared-item-factor: V has %d columns, the learner %d",
-                                    spec.label, arch, V.shape[1], _hidden_size(arch, config, teacher))
+                                    label, arch, V.shape[1], _hidden_size(arch, config, teacher))
                         continue
                     if spec.kind != "summary":
                         source = HardSequences(source.ids, source.full_lengths, V)
-                log.info("evaluating %s with %s (%s initialisation, %d seeds)", spec.label, arch, init, config.seeds)
+                log.info("evaluating %s with %s (%s initialisation, %d seeds)", label, arch, init, config.seeds)
                 res = evaluate_sources(source, split, arch=arch, protocol=init, seeds=range(config.seeds),
                                        which=config.split, max_len=config.max_len, eval_config=config.eval,
                                        device=device, training=config.training, teacher=teacher,
                                        model_options=_options(teacher))
-                rows.append({"data": spec.label, **res})
+                rows.append({"data": label, **res})
     return rows
 
 
