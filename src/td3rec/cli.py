@@ -27,16 +27,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distill sequential-recommendation datasets into synthetic sequence summaries (TD3) "
         "and evaluate them honestly.",
     )
-    parser.add_argument("--version", action="version", version=f"td3rec {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only show warnings and errors")
+    add_global_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         module = importlib.import_module(f"td3rec.commands.{name}")
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
+        add_global_flags(p, sub_command=True)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def add_global_flags(parser: argparse.ArgumentParser, sub_command: bool = False) -> None:
+    """``--version``, ``-v`` and ``-q``: on the top-level parser and on every sub-command's, so that they work
+    before or after the sub-command (``td3rec -v stats ml-100k`` = ``td3rec stats ml-100k -v``).
+
+    On a sub-command an absent flag sets nothing (``argparse.SUPPRESS``), so it cannot undo the same flag given
+    before the sub-command.
+    """
+    default = {"default": argparse.SUPPRESS} if sub_command else {}
+    group = parser.add_argument_group("global options (before or after the sub-command)") if sub_command else parser
+    group.add_argument("--version", action="version", version=f"td3rec {__version__}")
+    group.add_argument("-v", "--verbose", action="store_true", help="show debug logging", **default)
+    group.add_argument("-q", "--quiet", action="store_true", help="only show warnings and errors", **default)
 
 
 def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
