@@ -189,3 +189,34 @@ def test_bad_options(tmp_path, capsys, args, message):
 def test_missing_summary(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "nope.safetensors")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# -- text output and the entropy axis ---------------------------------------------------------------
+def test_text_output_leads_with_the_overview_and_lists_positions_on_request(tmp_path, capsys):
+    path = write_summary(tmp_path / "s.safetensors")  # 4 sequences x 6 positions
+    assert main(["inspect", str(path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("summary   ") and "4 sequences x 6 positions" in lines[0]
+    assert not any(line.split()[:1] == ["seq"] for line in lines) and len(lines) < 10
+    assert main(["inspect", str(path), "--positions"]) == 0
+    with_positions = capsys.readouterr().out.strip().splitlines()
+    assert with_positions[: len(lines)] == lines  # the same overview first
+    header = with_positions.index(next(line for line in with_positions if line.split()[:3] == ["seq", "pos", "entropy"]))
+    rows = with_positions[header + 1:]
+    assert len(rows) == 4 * 6 and rows[7].split()[:2] == ["2", "2"]
+
+
+def test_entropy_axis_has_no_offset(tmp_path):
+    from td3rec.summary.figures import entropy_figure
+    from td3rec.summary.inspect import SummaryInspection
+
+    path = write_summary(tmp_path / "s.safetensors")
+    insp = inspect_distributions(SummaryDistributions.from_file(path), 3)
+    insp = SummaryInspection(**{**vars(insp), "entropy": 7.207 + 1e-6 * np.arange(insp.entropy.size, dtype=float)
+                                .reshape(insp.entropy.shape)})  # a near-uniform summary: values 1e-5 apart
+    fig = entropy_figure(insp, 7.207)
+    fig.canvas.draw()
+    axis = fig.axes[0].yaxis
+    assert axis.get_major_formatter().get_offset() == ""
+    labels = [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+    assert labels and all(abs(float(label.replace("\u2212", "-")) - 7.207) < 1e-4 for label in labels)  # values, not offsets

@@ -1,4 +1,4 @@
-"""``td3rec inspect``: top items and entropy per position, coverage and popularity profile of a summary."""
+"""``td3rec inspect``: a summary's entropy, coverage and popularity profile; top items per position on request."""
 
 from __future__ import annotations
 
@@ -31,7 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=10, metavar="K", help="items listed per position (default 10)")
     parser.add_argument("--threshold", type=float, metavar="P",
                         help="coverage counts items whose largest probability exceeds P (default 1/|I|)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--positions", action="store_true",
+                        help="after the overview, list every synthetic sequence's positions (entropy, top items)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the report as JSON (always with every position)")
     parser.add_argument("--figures", metavar="DIR",
                         help="write entropy_per_position.png, popularity.png and top_items_heatmap.png here")
     parser.add_argument("--heatmap-sequences", type=int, default=3, metavar="N",
@@ -71,9 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(format_report(report))
-        if args.figures:
-            print("figures   " + ", ".join(report["figures"]))
+        print(format_report(report, positions=args.positions))
     return 0
 
 

@@ -40,6 +40,8 @@ def entropy_figure(insp: SummaryInspection, uniform_entropy: float) -> Figure:
     ax.axhline(uniform_entropy, linestyle="--", color="grey", label=f"uniform (log |I| = {uniform_entropy:.2f})")
     ax.set_xlabel("position")
     ax.set_ylabel("entropy (nats)")
+    # near-uniform summaries span ~1e-5 nats: plain tick values, never an offset like "1e-5+7.207"
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)
     ax.set_title("Entropy of the summary's item distribution per position")
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()

@@ -94,7 +94,7 @@ def inspect_distributions(dist: SummaryDistributions, top_k: int = 10,
     for block in dist.blocks(max_elements):
         probs = block.probs
         rows = slice(block.start, block.start + probs.shape[0])
-        entropy[block.sequence, rows] = (-(probs * block.log_probs).sum(-1)).numpy()
+        entropy[block.sequence, rows] = torch.special.entr(probs).sum(-1).numpy()  # (0 log 0 = 0 off a support)
         values, index = probs.topk(k, dim=-1)
         top_items[block.sequence, rows] = index.numpy() + 1
         top_probs[block.sequence, rows] = values.numpy()
@@ -212,15 +212,12 @@ def inspection_report(dist: SummaryDistributions, insp: SummaryInspection, thres
     }
 
 
-def format_report(report: dict) -> str:
-    """Human-readable form of :func:`inspection_report`: one line per position, then the overview."""
-    lines = [f"{'seq':>4} {'pos':>4} {'entropy':>8}  top items (probability)"]
-    for row in report["positions"]:
-        tops = "  ".join(f"{t['item']} ({t['prob']:.3f})" for t in row["top"])
-        lines.append(f"{row['sequence']:>4} {row['position']:>4} {row['entropy']:>8.3f}  {tops}")
+def format_report(report: dict, positions: bool = False) -> str:
+    """Human-readable form of :func:`inspection_report`: the overview first (with the figure files when the
+    report has them), then, with ``positions``, one line per synthetic sequence and position (entropy and top
+    items)."""
     ent, cov, pop = report["entropy"], report["coverage"], report["popularity"]
-    lines += [
-        "",
+    lines = [
         f"summary   {report['summary']}: {report['n_sequences']} sequences x {report['seq_len']} positions over "
         f"{report['n_items']:,} items" + (f" (distilled from {report['dataset']})" if report.get("dataset") else ""),
         f"entropy   mean {ent['mean']:.3f}, min {ent['min']:.3f}, max {ent['max']:.3f} nats (uniform {ent['uniform']:.3f})",
@@ -238,6 +235,13 @@ def format_report(report: dict) -> str:
         lines.append(f"vs real   {real.get('dataset', 'data')}: Spearman {rho}; the {real['popular_items']:,} most popular "
                      f"real items hold {real['summary_share_on_popular']:.1%} of summary mass, {real_share} of real "
                      "interactions")
+    if report.get("figures"):
+        lines.append("figures   " + ", ".join(report["figures"]))
+    if positions:
+        lines += ["", f"{'seq':>4} {'pos':>4} {'entropy':>8}  top items (probability)"]
+        for row in report["positions"]:
+            tops = "  ".join(f"{t['item']} ({t['prob']:.3f})" for t in row["top"])
+            lines.append(f"{row['sequence']:>4} {row['position']:>4} {row['entropy']:>8.3f}  {tops}")
     return "\n".join(lines)
 
 
