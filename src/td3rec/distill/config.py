@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from td3rec.config import check_values
 from td3rec.errors import ConfigError
 from td3rec.evaluation.evaluator import EvalConfig
 from td3rec.models.registry import make_model_config, max_input_length
@@ -30,6 +31,9 @@ class InnerConfig:
         augment: add the random-cut-position objective to the last-position objective (TD3 augmentation).
         freeze_item_embedding: keep the learner's item embedding fixed during inner steps (the reference
             configuration asked for it but its code never froze it).
+        negatives: the learner's normaliser ``logsumexp(h E^T)`` in inner steps estimated from the target
+            position's items (its support) plus this many uniformly sampled negatives (log-Q corrected); 0 =
+            exact over every item (reference). Makes an inner step independent of the catalogue size.
     """
 
     optimizer: str = "adam"
@@ -39,6 +43,7 @@ class InnerConfig:
     batch_size: int = 15
     augment: bool = True
     freeze_item_embedding: bool = False
+    negatives: int = 0
 
 
 @dataclass
@@ -89,6 +94,14 @@ class DistillConfig:
         precision: ``fp32`` (default) or ``bf16``: autocast of the learner work (inner steps and the
             real-batch loss); the summary, parameters and optimiser states stay float32
             (:mod:`td3rec.utils.precision`).
+        support_size: k, the summary's top-k support per synthetic position: each position's distribution is the
+            softmax over its k highest-scoring items, re-selected every outer step (0 = every item, the dense
+            summary of the reference). Stored in the summary file; every reader applies it.
+        outer_negatives: the real batch's cross-entropy normaliser estimated from the target plus this many
+            uniformly sampled negatives shared by the batch (log-Q corrected); 0 = exact over every item.
+        time_budget: wall-clock seconds for the whole distillation (0 = no budget): the number of outer steps is
+            planned to fit (teacher training excluded), the cosine schedule spans them, and the run stops at
+            the budget with its best summary.
         eval: metric settings for validation.
     """
 
@@ -127,10 +140,14 @@ class DistillConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    support_size: int = 0
+    outer_negatives: int = 0
+    time_budget: float = 0.0
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
         """Reject impossible or inconsistent settings before any work starts."""
+        check_values(self)  # every number finite and in range, whatever the field
         check_precision(self.precision)
         positive = ("max_len", "n_sequences", "seq_len", "d1", "d2", "inner_steps", "window", "real_batch_size",
                     "epochs", "eval_learners", "eval_steps")
@@ -158,6 +175,9 @@ class DistillConfig:
             raise ConfigError("seq_len must be at least 2 (one input position and one target)")
         if self.inner.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"inner.optimizer must be adam or sgd, not {self.inner.optimizer!r}")
+        if self.inner.optimizer == "adam" and self.inner.momentum:
+            raise ConfigError(f"inner.momentum {self.inner.momentum} applies to inner.optimizer=sgd only; Adam has no "
+                              "momentum setting (set inner.optimizer=sgd, or drop inner.momentum)")
         if self.reset not in RESET_MODES:
             raise ConfigError(f"reset must be one of {', '.join(RESET_MODES)}, not {self.reset!r}")
         if self.eval_init not in INIT_PROTOCOLS:
@@ -169,14 +189,18 @@ class DistillConfig:
         first, last = self.trajectory_epochs
         if first < 1 or last < first:
             raise ConfigError(f"trajectory_epochs must be [first, last] with 1 <= first <= last, got {self.trajectory_epochs}")
-        protocol, _, metric = self.select_metric.partition(":")
-        if protocol not in self.eval.protocols or not metric:
-            raise ConfigError(f"select_metric {self.select_metric!r} must be PROTOCOL:METRIC with a protocol in {list(self.eval.protocols)}")
+        self.eval.check_metric(self.select_metric, "select_metric")
         if self.chunk_size is not None and self.chunk_size <= 0:
             raise ConfigError("chunk_size must be positive or None")
         for name in ("init_std", "outer_weight_decay", "eval_every", "checkpoint_every", "max_nonfinite_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name, value in (("support_size", self.support_size), ("outer_negatives", self.outer_negatives),
+                            ("inner.negatives", self.inner.negatives), ("time_budget", self.time_budget)):
+            if not value >= 0:  # (also rejects NaN)
+                raise ConfigError(f"{name} must be >= 0, got {value}")
+        if self.support_size and self.method == "farzi" and self.farzi_decoder == "full":
+            raise ConfigError("support_size applies to TD3 and Farzi's factorised decoder, not the full decoder")
         if self.inner.weight_decay < 0 or self.inner.momentum < 0:
             raise ConfigError("inner.weight_decay and inner.momentum must be >= 0")
 

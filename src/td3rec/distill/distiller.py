@@ -29,12 +29,14 @@ from td3rec.distill.distributed import SINGLE_PROCESS, SingleProcess
 from td3rec.distill.inner_loop import EMBEDDING_KEY, InnerLoop, LearnerState, draw_unroll_length
 from td3rec.distill.progress import DistillProgress, learner_from_payload, learner_payload
 from td3rec.distill.summaries import build_summary
-from td3rec.distill.teacher import Teacher, load_teacher, train_teacher
+from td3rec.distill.teacher import Teacher, epoch_of, load_teacher, train_teacher
 from td3rec.errors import ConfigError, DataError, DivergedError
 from td3rec.evaluation.summary_eval import evaluate_sources
 from td3rec.models.registry import build_model
 from td3rec.summary.io import save_summary
 from td3rec.summary.readout import logsumexp_scores
+from td3rec.summary.support import draw_negatives, sampled_logsumexp, top_k_support
+from td3rec.distill.schedule import CALIBRATION_STEPS, UNPLANNED, TimeBudget, cosine_factor
 from td3rec.summary.tucker import TuckerSummary
 from td3rec.training.checkpoint import load_checkpoint
 from td3rec.training.config import TrainConfig
@@ -63,16 +65,22 @@ class DistillResult:
 
 
 def outer_loss(model, params: dict, batch: Examples, targets_features: torch.Tensor, feature_weight: float,
-               chunk_size: int | None, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               chunk_size: int | None, precision: str = "fp32",
+               negatives: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Real-batch objective of the learner at ``params``: cross-entropy of the next items plus
     ``feature_weight`` · MSE to the teacher's features (the learner's forward at ``precision``). Returns
-    ``(total, ce, mse)``."""
+    ``(total, ce, mse)``. ``negatives``: item rows (0-based) of a sampled normaliser
+    (:func:`~td3rec.summary.support.sampled_logsumexp`); none = exact over every item."""
     table = params[EMBEDDING_KEY]
     with learner_autocast(precision, table.device):
         inputs = F.embedding(batch.inputs, table)
         features = functional_call(model, params, (inputs, batch.lengths))
         items = table[1 : model.n_items + 1]
-        ce = (logsumexp_scores(features, items, chunk_size) - (features * table[batch.targets]).sum(-1)).mean()
+        if negatives is None:
+            lse = logsumexp_scores(features, items, chunk_size)
+        else:
+            lse = sampled_logsumexp(features, items, (batch.targets - 1)[:, None], negatives)
+        ce = (lse - (features * table[batch.targets]).sum(-1)).mean()
     features, ce = features.to(table.dtype), ce.to(table.dtype)  # back from autocast's dtype (no-op in fp32/fp64)
     mse = F.mse_loss(features, targets_features)
     return ce + feature_weight * mse, ce, mse
@@ -114,6 +122,21 @@ class Distiller:
         return train_teacher(self.dataset, train_cfg, self.run_dir / "teacher", self.progress, self.device,
                              resume=resume)
 
+    def _check_trajectory(self, teacher: Teacher) -> list[int] | None:
+        """The teacher epochs learner starts are drawn from when they differ from ``trajectory_epochs`` (a
+        teacher that stopped early), with a warning; ``None`` when the setting is honoured."""
+        if self.config.reset == "random":
+            return None
+        first, last = self.config.trajectory_epochs
+        used = sorted(epoch_of(p) for p in teacher.checkpoints_between(first, last))
+        if used and used[0] == first and used[-1] == last:
+            return None
+        span = [used[0], used[-1]] if used else []
+        log.warning("the teacher has checkpoints of epochs %s only within trajectory_epochs [%d, %d]: learner "
+                    "starts are drawn from epochs %s (recorded in metrics.json as trajectory_fallback)",
+                    span, first, last, span)
+        return span
+
     def _start_params(self, teacher: Teacher, generator: torch.Generator) -> dict:
         """Learner start: a random trajectory checkpoint (reference) or a random initialisation."""
         if self.config.reset == "random":
@@ -146,6 +169,7 @@ class Distiller:
             write_text(log_path, "")
         teacher = self._teacher(resume)
         cfg.check_learner(teacher.model_name, teacher.model.max_len)
+        self.trajectory_fallback = self._check_trajectory(teacher)
         # the global generator (dropout, random learner starts) no longer depends on whether the teacher was
         # trained here or loaded
         torch.manual_seed(cfg.seed)
@@ -161,18 +185,28 @@ class Distiller:
         total_steps = cfg.epochs * steps_per_epoch
         if cfg.max_steps:
             total_steps = min(total_steps, cfg.max_steps)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
+        budget = (TimeBudget(cfg.time_budget, steps_per_epoch, cfg.eval_every, cfg.max_steps)
+                  if cfg.time_budget else None)
+        progress = DistillProgress()
+        if budget is not None:  # the cosine spans the planned steps (re-planned as the run measures itself)
+            total_steps = progress.planned_steps = UNPLANNED
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda t: cosine_factor(t, progress.planned_steps))
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
+        k = cfg.support_size if 0 < cfg.support_size < self.dataset.n_items else 0  # 0: every item (dense)
         fingerprint = self.dataset.fingerprint()
         meta_base = {
             **summary.metadata(), "dataset": self.dataset.name, "dataset_fingerprint": fingerprint,
             "n_items": self.dataset.n_items, "item_tokens": [str(t) for t in self.dataset.item_tokens],
             "teacher_model": teacher.model_name, "teacher_options": _model_options(teacher.model),
-            "teacher_run": str(teacher.run_dir), "config": to_dict(cfg),
+            "teacher_run": str(teacher.run_dir), "config": to_dict(cfg), "support_size": k,
         }
-        progress = DistillProgress()
         state: LearnerState | None = None
         if resuming:
-            progress, state = self._restore(checkpoint, fingerprint, summary, opt, sched, generator)
+            restored, state = self._restore(checkpoint, fingerprint, summary, opt, sched, generator)
+            for name in restored.to_payload():  # in place: the budget schedule reads progress.planned_steps
+                setattr(progress, name, getattr(restored, name))
             kept = rewrite_jsonl(log_path, lambda r: r.get("step", 0) <= progress.global_step) if log_path else 0
             log.info("resuming %s at outer step %d (epoch %d, %d steps of it done); %d step records kept",
                      self.run_dir, progress.global_step, progress.epoch, progress.position, kept)
@@ -187,6 +221,7 @@ class Distiller:
             if checkpoint is None or self.out_dir is None:
                 return
             progress.skipped, progress.nonfinite_streak = guard.total, guard.streak
+            progress.elapsed = time.perf_counter() - clock
             save_run_state(checkpoint, "distill", {
                 "config": to_dict(cfg), "fingerprint": fingerprint, "summary": _cpu_state(summary.state_dict()),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -194,8 +229,27 @@ class Distiller:
                 "learner": learner_payload(state), "progress": progress.to_payload(),
             })
 
-        bar = tqdm(total=total_steps, initial=progress.global_step, desc="distill",
+        bar = tqdm(total=None if budget else total_steps, initial=progress.global_step, desc="distill",
                    disable=None if self.progress else True)
+        clock = time.perf_counter() - progress.elapsed  # the budget's clock (teacher excluded), across resumes
+
+        def step_limit() -> int:
+            return progress.planned_steps if budget is not None else cfg.max_steps
+
+        def replan() -> None:
+            progress.elapsed = time.perf_counter() - clock
+            planned = budget.plan(progress.global_step, progress.elapsed, progress.step_seconds,
+                                  progress.validation_seconds)
+            if planned != progress.planned_steps:
+                log.info("time budget: %d outer steps planned (%d done, %.0f of %.0f s used)", planned,
+                         progress.global_step, progress.elapsed, budget.seconds)
+            progress.planned_steps = planned
+            bar.total = planned
+
+        def out_of_time() -> bool:
+            return budget is not None and budget.out_of_time(time.perf_counter() - clock, progress.step_seconds,
+                                                             progress.validation_seconds)
+
         while not progress.done:
             epoch = progress.epoch
             epoch_start = time.perf_counter() - progress.epoch_elapsed
@@ -203,21 +257,25 @@ class Distiller:
                 state = inner.start(self._start_params(teacher, generator))
                 progress.order = torch.randperm(len(examples), generator=generator)
                 progress.position = 0
-            while progress.position < steps_per_epoch and not (cfg.max_steps and progress.global_step >= cfg.max_steps):
+            while (progress.position < steps_per_epoch and not (step_limit() and progress.global_step >= step_limit())
+                   and not (progress.global_step and out_of_time())):
                 start = time.perf_counter()
                 index = progress.order[progress.position * batch_size : (progress.position + 1) * batch_size]
                 if cfg.reset == "step" and progress.position > 0:  # (the epoch's first step has a fresh start)
                     state = inner.start(self._start_params(teacher, generator))
                 n_unroll = draw_unroll_length(cfg.inner_steps, cfg.window, cfg.random_unroll, generator)
                 W = summary.core_product()
-                state = inner.unroll(state, W, summary.item_factor, n_unroll, cfg.window, generator)
+                support = top_k_support(W, summary.item_factor, k) if k else None
+                state = inner.unroll(state, W, summary.item_factor, n_unroll, cfg.window, generator, support)
+                negatives = (draw_negatives(self.dataset.n_items, cfg.outer_negatives, generator, self.device)
+                             if cfg.outer_negatives else None)
                 local = self.dist.share(index)  # this process's contiguous share of the global batch
                 learner.eval()
                 opt.zero_grad(set_to_none=True)
                 loss, ce, mse = self.dist.backward(  # the global batch's loss and meta-gradient (all-reduced)
                     lambda: outer_loss(learner, state.params, examples.subset(local).trimmed().to(self.device),
                                        feats[local.to(self.device)], cfg.feature_weight, cfg.chunk_size,
-                                       cfg.precision),
+                                       cfg.precision, negatives),
                     summary.parameters(), len(local), len(index))
                 learner.train()
                 grad_norm = torch.nn.utils.clip_grad_norm_(summary.parameters(),
@@ -248,14 +306,21 @@ class Distiller:
                 bar.set_postfix(epoch=epoch, ce=f"{record['ce']:.3f}", mse=f"{record['mse']:.3f}", N=n_unroll)
                 if guard.exceeded:
                     self._stop_diverged(summary, meta_base, epoch, progress, guard)
+                if budget is not None and progress.global_step == CALIBRATION_STEPS:
+                    replan()
                 if cfg.checkpoint_every and progress.global_step % cfg.checkpoint_every == 0:
                     progress.epoch_elapsed = time.perf_counter() - epoch_start
                     save_progress()
             self.dist.sync_summary(summary)  # (multi-process) every process validates and saves process 0's summary
             progress.epoch_seconds.append(time.perf_counter() - epoch_start)
-            last_epoch = bool(cfg.max_steps and progress.global_step >= cfg.max_steps) or epoch == cfg.epochs
+            last_epoch = (bool(step_limit() and progress.global_step >= step_limit()) or out_of_time()
+                          or (budget is None and epoch == cfg.epochs))
             if (cfg.eval_every and epoch % cfg.eval_every == 0) or last_epoch:
-                valid = self._validate(summary, teacher, split)
+                started = time.perf_counter()
+                valid = self._validate(summary, teacher, split, k)
+                progress.validation_seconds.append(time.perf_counter() - started)
+                if budget is not None and not last_epoch:
+                    replan()
                 value = float(valid["mean"][cfg.select_metric.split(":")[0]][cfg.select_metric.split(":")[1]])
                 row = {"epoch": epoch, "step": progress.global_step, "valid": valid["mean"], "valid_std": valid["std"]}
                 progress.history.append(row)
@@ -271,6 +336,7 @@ class Distiller:
             progress.epoch, progress.order, progress.position, progress.epoch_elapsed = epoch + 1, None, 0, 0.0
             progress.done = last_epoch
             state = None  # every epoch starts its learner afresh
+            progress.elapsed = time.perf_counter() - clock
             save_progress()
         bar.close()
         step_seconds = sorted(progress.step_seconds)
@@ -289,6 +355,8 @@ class Distiller:
                 "summary_parameters": summary.num_parameters(include_item_factor=False),
                 "summary_parameters_with_item_factor": summary.num_parameters(include_item_factor=True),
                 "real_interactions": self.dataset.n_interactions,
+                "time_budget_seconds": cfg.time_budget, "seconds": progress.elapsed,
+                "trajectory_fallback": self.trajectory_fallback,
             })
             checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
         return result
@@ -328,10 +396,10 @@ class Distiller:
             message += f"; the last good summary is {self.run_dir / 'summary_last.safetensors'}"
         raise DivergedError(message)
 
-    def _validate(self, summary: TuckerSummary, teacher: Teacher, split) -> dict:
+    def _validate(self, summary: TuckerSummary, teacher: Teacher, split, support_size: int = 0) -> dict:
         """Train fresh learners on the current summary; validation metrics (mean and std over learners)."""
         cfg = self.config
-        source = summary.source(cfg.chunk_size)
+        source = summary.source(cfg.chunk_size, support_size)
         return evaluate_sources(
             source, split, arch=teacher.model_name, protocol=cfg.eval_init, seeds=range(cfg.eval_learners),
             which="valid", max_len=teacher.model.max_len, eval_config=cfg.eval, device=self.device,

@@ -19,6 +19,7 @@ from td3rec.distill.functional_optim import FunctionalOptimizer, make_functional
 from td3rec.distill.objective import draw_cut_positions, sequence_loss
 from td3rec.models.base import SequentialRecommender
 from td3rec.summary.readout import soft_readout
+from td3rec.summary.support import draw_negatives, sampled_logsumexp, sparse_probabilities, sparse_readout
 from td3rec.utils.precision import learner_autocast
 
 EMBEDDING_KEY = "item_embedding.weight"
@@ -92,24 +93,51 @@ class InnerLoop:
 
     # -- one step ---------------------------------------------------------------------------------
     def loss(self, params: Params, W_rows: torch.Tensor, V: torch.Tensor, generator: torch.Generator | None,
-             probs_rows: torch.Tensor | None = None) -> torch.Tensor:
+             probs_rows: torch.Tensor | None = None, support_rows: torch.Tensor | None = None) -> torch.Tensor:
         """The augmented soft objective of the learner at ``params`` on synthetic rows with core product ``W_rows``
-        (or their precomputed item distributions ``probs_rows``, for steps without graph to the summary)."""
+        (or their precomputed item distributions ``probs_rows``, for steps without graph to the summary).
+        ``support_rows [b, L, k]``: the rows' top-k supports (:mod:`td3rec.summary.support`); then
+        ``probs_rows`` are the support's probabilities ``[b, L, k]``."""
         n_items = self.model.n_items
         E = params[EMBEDDING_KEY][1 : n_items + 1]
-        inputs = probs_rows @ E if probs_rows is not None else soft_readout(W_rows, V, E, self.chunk_size)
+        if support_rows is not None:
+            inputs = (torch.einsum("blk,blkh->blh", probs_rows, E[support_rows]) if probs_rows is not None
+                      else sparse_readout(W_rows, V, E, support_rows))
+        else:
+            inputs = probs_rows @ E if probs_rows is not None else soft_readout(W_rows, V, E, self.chunk_size)
         full = torch.full((inputs.shape[0],), inputs.shape[1], dtype=torch.long, device=inputs.device)
         cuts = draw_cut_positions(full, generator) if self.config.augment else None
+        normaliser = None
+        if self.config.negatives > 0:
+            negatives = draw_negatives(n_items, self.config.negatives, generator, inputs.device)
+            normaliser = self._sampled_normaliser(E, negatives, support_rows)
 
         def encode(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
             return functional_call(self.model, params, (x, lengths))
 
-        return sequence_loss(encode, inputs, full, E, self.config.augment, cuts, self.chunk_size)
+        return sequence_loss(encode, inputs, full, E, self.config.augment, cuts, self.chunk_size, normaliser)
+
+    @staticmethod
+    def _sampled_normaliser(E: torch.Tensor, negatives: torch.Tensor, support_rows: torch.Tensor | None):
+        """The learner's normaliser estimated from the target position's support (exact) and sampled negatives."""
+        b = support_rows.shape[0] if support_rows is not None else None
+
+        def normaliser(features: torch.Tensor, target_positions: torch.Tensor) -> torch.Tensor:
+            if support_rows is None:
+                positives = torch.zeros(features.shape[0], 0, dtype=torch.long, device=features.device)
+            else:  # rows of an augmented batch repeat the b synthetic rows
+                rows = torch.arange(features.shape[0], device=features.device) % b
+                positives = support_rows[rows, target_positions]
+            return sampled_logsumexp(features, E, positives, negatives)
+
+        return normaliser
 
     def step(self, state: LearnerState, W: torch.Tensor, V: torch.Tensor, differentiable: bool,
-             generator: torch.Generator | None = None, probs: torch.Tensor | None = None) -> LearnerState:
+             generator: torch.Generator | None = None, probs: torch.Tensor | None = None,
+             support: torch.Tensor | None = None) -> LearnerState:
         """One inner update. ``differentiable``: keep the graph (to ``W`` and through the update itself).
-        ``probs``: the summary's distributions ``[n, L, I]`` when precomputed (only without graph)."""
+        ``probs``: the summary's distributions ``[n, L, I]`` when precomputed (only without graph), or their
+        support probabilities ``[n, L, k]`` with ``support [n, L, k]``."""
         rows = self.rows(state.step).to(W.device)
         if differentiable:
             params = state.params
@@ -118,7 +146,8 @@ class InnerLoop:
             params = {k: v.detach().requires_grad_(k in self.trainable) for k, v in state.params.items()}
         with learner_autocast(self.precision, W.device):
             loss = self.loss(params, W[rows], V, generator,
-                             self._rows_of(probs, state.step) if probs is not None else None)
+                             self._rows_of(probs, state.step) if probs is not None else None,
+                             self._rows_of(support, state.step) if support is not None else None)
         grads = torch.autograd.grad(loss, [params[k] for k in self.trainable], create_graph=differentiable)
         trainable = {k: params[k] for k in self.trainable}
         grad_dict = dict(zip(self.trainable, grads))
@@ -134,21 +163,24 @@ class InnerLoop:
         return LearnerState(merged, opt_state, state.step + 1)
 
     def unroll(self, state: LearnerState, W: torch.Tensor, V: torch.Tensor, n_steps: int, window: int,
-               generator: torch.Generator | None = None) -> LearnerState:
-        """``n_steps`` inner updates; only the last ``window`` keep the graph to ``W`` (RaT-BPTT)."""
+               generator: torch.Generator | None = None, support: torch.Tensor | None = None) -> LearnerState:
+        """``n_steps`` inner updates; only the last ``window`` keep the graph to ``W`` (RaT-BPTT).
+        ``support [n, L, k]``: read the summary out over these top-k supports (none: over every item)."""
         window = min(window, n_steps)
         probs = None
-        if n_steps > window and W.shape[0] * W.shape[1] * V.shape[0] <= self.cache_limit:
-            # the summary is fixed during the plain steps: read its distributions out once
-            probs = torch.softmax(W.detach() @ V.detach().T, dim=-1)
+        if n_steps > window:  # the summary is fixed during the plain steps: read its distributions out once
+            if support is not None:
+                probs = sparse_probabilities(W.detach(), V.detach(), support)
+            elif W.shape[0] * W.shape[1] * V.shape[0] <= self.cache_limit:
+                probs = torch.softmax(W.detach() @ V.detach().T, dim=-1)
         for _ in range(n_steps - window):
-            state = self.step(state, W, V, differentiable=False, generator=generator, probs=probs)
+            state = self.step(state, W, V, differentiable=False, generator=generator, probs=probs, support=support)
         del probs
         if window > 0:
             params = {k: v.detach().requires_grad_(k in self.trainable) for k, v in state.params.items()}
             state = LearnerState(params, _detach(state.opt_state), state.step)
             for _ in range(window):
-                state = self.step(state, W, V, differentiable=True, generator=generator)
+                state = self.step(state, W, V, differentiable=True, generator=generator, support=support)
         return state
 
 

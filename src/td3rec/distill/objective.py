@@ -20,6 +20,8 @@ import torch
 from td3rec.summary.readout import logsumexp_scores
 
 Encoder = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``(features [B, H], target positions [B]) -> logsumexp of the learner's scores [B]`` (e.g. a sampled estimate)
+Normaliser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def next_vector_cross_entropy(
@@ -28,13 +30,17 @@ def next_vector_cross_entropy(
     lengths: torch.Tensor,
     item_vectors: torch.Tensor,
     chunk_size: int | None = None,
+    normaliser: Normaliser | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of predicting ``inputs[i, lengths[i]]`` (a mixture of item vectors) from the first
-    ``lengths[i]`` positions of row ``i``."""
+    ``lengths[i]`` positions of row ``i``. ``normaliser``: replaces the exact ``logsumexp`` over every item."""
     features = encode(inputs, lengths)
     rows = torch.arange(inputs.shape[0], device=inputs.device)
     target = inputs[rows, lengths]
-    lse = logsumexp_scores(features, item_vectors, chunk_size)
+    if normaliser is None:
+        lse = logsumexp_scores(features, item_vectors, chunk_size)
+    else:
+        lse = normaliser(features, lengths)
     return (lse - (features * target).sum(-1)).mean()
 
 
@@ -46,17 +52,19 @@ def sequence_loss(
     augment: bool,
     cut_positions: torch.Tensor | None = None,
     chunk_size: int | None = None,
+    normaliser: Normaliser | None = None,
 ) -> torch.Tensor:
     """TD3's (augmented) objective on a batch of sequences of input vectors ``[B, L, H]`` with ``full_lengths``
     real positions (>= 2). ``cut_positions`` (in ``[1, full_lengths - 1]``) are the random cuts; draw them with
     :func:`draw_cut_positions`."""
     if not augment:
-        return next_vector_cross_entropy(encode, inputs, full_lengths - 1, item_vectors, chunk_size)
+        return next_vector_cross_entropy(encode, inputs, full_lengths - 1, item_vectors, chunk_size, normaliser)
     if cut_positions is None:
         raise ValueError("augment=True needs cut_positions")
     # both objectives in one learner call (a batch of 2B rows): the mean of the two per-objective means
     both = next_vector_cross_entropy(encode, torch.cat([inputs, inputs]),
-                                     torch.cat([full_lengths - 1, cut_positions]), item_vectors, chunk_size)
+                                     torch.cat([full_lengths - 1, cut_positions]), item_vectors, chunk_size,
+                                     normaliser)
     return both
 
 

@@ -37,6 +37,9 @@ class DistillProgress:
         nonfinite_streak: such steps in a row up to now.
         step_seconds / epoch_seconds: timings of the steps and epochs so far.
         epoch_elapsed: seconds already spent in the current epoch (so a resumed epoch's time adds up).
+        elapsed: seconds spent in the outer loop so far, validations included (a time budget's clock).
+        planned_steps: outer steps a time-budget run has planned (0 without a budget).
+        validation_seconds: timings of the validations so far.
     """
 
     epoch: int = 1
@@ -52,6 +55,9 @@ class DistillProgress:
     step_seconds: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     epoch_elapsed: float = 0.0
+    elapsed: float = 0.0
+    planned_steps: int = 0
+    validation_seconds: list[float] = field(default_factory=list)
 
     def to_payload(self) -> dict[str, Any]:
         """A plain dict for the checkpoint."""

@@ -31,13 +31,14 @@ class Teacher:
 
     def checkpoints_between(self, first: int, last: int) -> list[Path]:
         """Trajectory checkpoints of epochs ``first..last`` (clamped to what exists; never empty)."""
-        chosen = [p for p in self.trajectory if first <= _epoch_of(p) <= last]
+        chosen = [p for p in self.trajectory if first <= epoch_of(p) <= last]
         if not chosen:
             chosen = self.trajectory[-1:]
         return chosen
 
 
-def _epoch_of(path: Path) -> int:
+def epoch_of(path: Path) -> int:
+    """The epoch number of a trajectory checkpoint file (`epoch_N.pt`)."""
     return int(path.stem.split("_")[-1])
 
 
@@ -49,12 +50,20 @@ def load_teacher(run_dir: str | Path, dataset: SequenceDataset, device: torch.de
     if not (run / "best.pt").is_file():
         raise DataError(f"{run} is not a finished `td3rec train` run (no best.pt); train a teacher with "
                         "`td3rec train` (or resume its run) and give its folder")
+    if not _finished(run):
+        raise DataError(f"teacher run {run} did not finish (its metrics.json does not say \"status\": \"finished\"); "
+                        f"continue it with `td3rec train --resume {run}` or give a finished run")
     model, meta = load_checkpoint(run / "best.pt", device)
     if meta.get("fingerprint") != dataset.fingerprint():
         raise DataError(f"teacher run {run} was trained on different data than {dataset.name!r} (fingerprint mismatch)")
     steps = trajectory(run)
     if not steps:
         raise DataError(f"teacher run {run} has no per-epoch checkpoints (train it with keep_trajectory=true)")
+    for step in steps:  # every learner start must load, before any work (each is read later, mid-run)
+        _, step_meta = load_checkpoint(step, "cpu")
+        if step_meta.get("fingerprint") != meta.get("fingerprint") or step_meta["model"] != meta["model"]:
+            raise DataError(f"teacher checkpoint {step} belongs to another run (other data or model than "
+                            f"{run / 'best.pt'}); the teacher folder is mixed up, train a new teacher")
     return Teacher(model.eval(), meta["model"], steps, run)
 
 
@@ -74,7 +83,7 @@ def _finished(run_dir: Path) -> bool:
     """Whether the ``td3rec train`` run in ``run_dir`` finished (its metrics.json says so)."""
     try:
         return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("status") == "finished"
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 

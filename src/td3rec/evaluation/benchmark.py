@@ -762,14 +762,26 @@ def _nested(overrides: dict, where: str) -> dict:
 
 #: settings added after grids were first run, with the value that reproduces the earlier behaviour: left out of a
 #: cell's settings (and so of its key) at that value, so that finished cells stay valid
-_LATER_DEFAULTS = {"precision": "fp32"}
+_LATER_DEFAULTS = {"precision": "fp32", "support_size": 0, "outer_negatives": 0, "time_budget": 0,
+                   "inner.negatives": 0}
 
 
 def _without_device(settings: dict) -> dict:
     """Settings without the device (a result does not depend on where it was computed) and without later-added
-    settings at their neutral value."""
-    return {k: v for k, v in settings.items()
-            if k != "device" and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])}
+    settings (dotted keys reach into nested sections) at their neutral value."""
+    out = {k: v for k, v in settings.items() if k != "device"}
+    for key, neutral in _LATER_DEFAULTS.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                break
+            node[part] = dict(node[part])  # a copy: the caller's settings are not changed
+            node = node[part]
+        else:
+            if leaf in node and node[leaf] == neutral:
+                del node[leaf]
+    return out
 
 
 def _unique(names: list[str], what: str) -> None:

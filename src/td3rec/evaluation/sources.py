@@ -14,6 +14,7 @@ import torch
 
 from td3rec.models.base import SequentialRecommender
 from td3rec.summary.readout import soft_readout
+from td3rec.summary.support import sparse_readout, top_k_support
 
 if TYPE_CHECKING:
     from td3rec.data.sequences import SequenceDataset
@@ -21,11 +22,20 @@ if TYPE_CHECKING:
 
 @dataclass
 class SoftSequences:
-    """A soft summary given by its core product ``W [n, L, d3]`` and item factor ``V [I, d3]`` (fixed)."""
+    """A soft summary given by its core product ``W [n, L, d3]`` and item factor ``V [I, d3]`` (fixed).
+
+    ``support_size`` k > 0: each position's distribution is restricted to its top-k items
+    (:mod:`td3rec.summary.support`), as the summary was distilled; 0 = every item.
+    """
 
     W: torch.Tensor
     V: torch.Tensor
     chunk_size: int | None = None
+    support_size: int = 0
+
+    def __post_init__(self) -> None:
+        sparse = 0 < self.support_size < self.V.shape[0]
+        self._support = top_k_support(self.W, self.V, self.support_size) if sparse else None
 
     def __len__(self) -> int:
         return int(self.W.shape[0])
@@ -34,10 +44,12 @@ class SoftSequences:
         return torch.full((len(rows),), self.W.shape[1], dtype=torch.long, device=self.W.device)
 
     def vectors(self, model: SequentialRecommender, rows: torch.Tensor) -> torch.Tensor:
+        if self._support is not None:
+            return sparse_readout(self.W[rows], self.V, model.item_vectors(), self._support[rows])
         return soft_readout(self.W[rows], self.V, model.item_vectors(), self.chunk_size)
 
     def to(self, device: torch.device | str) -> "SoftSequences":
-        return SoftSequences(self.W.to(device), self.V.to(device), self.chunk_size)
+        return SoftSequences(self.W.to(device), self.V.to(device), self.chunk_size, self.support_size)
 
 
 @dataclass

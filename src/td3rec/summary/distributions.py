@@ -26,6 +26,7 @@ from td3rec.errors import DataError
 from td3rec.summary.factors import summary_factors
 from td3rec.summary.io import load_summary
 from td3rec.summary.readout import DENSE_MAX_ELEMENTS, tucker_core_product
+from td3rec.summary.support import top_k_support
 
 #: tensors a TD3 summary file must hold (Farzi files: :data:`td3rec.summary.factors.REQUIRED_TENSORS`)
 FACTOR_NAMES = ("U", "T", "G", "V")
@@ -67,6 +68,7 @@ class SummaryDistributions:
         item_tokens: raw item id of internal item ``j + 1`` at index ``j`` (the dataset's id map).
         metadata: the summary file's JSON metadata (empty for an in-memory summary).
         source: where it came from, for messages.
+        support_size: k > 0 restricts every position to its top-k items (as distilled); 0 = every item.
     """
 
     W: torch.Tensor
@@ -74,6 +76,7 @@ class SummaryDistributions:
     item_tokens: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
     source: str = "summary"
+    support_size: int = 0
 
     def __post_init__(self) -> None:
         if self.W.dim() != 3 or self.V.dim() != 2 or self.W.shape[2] != self.V.shape[1]:
@@ -117,7 +120,7 @@ class SummaryDistributions:
             raise DataError(f"summary {path}: metadata says {meta['n_items']} items, the summary has {n_items}; "
                             "the file is inconsistent")
         return cls(factors.queries, factors.keys.contiguous(), [str(t) for t in tokens],
-                   meta, str(path))
+                   meta, str(path), factors.support_size)
 
     # -- shape --------------------------------------------------------------------------------------
     @property
@@ -150,8 +153,16 @@ class SummaryDistributions:
         step = self.positions_per_block(max_elements)
         for a in sequences if sequences is not None else range(self.n_sequences):
             for start in range(0, self.seq_len, step):
-                logits = self.W[a, start : start + step] @ self.V.T
+                logits = self._logits(self.W[a, start : start + step])
                 yield PositionBlock(a, start, torch.log_softmax(logits, dim=-1))
+
+    def _logits(self, W: torch.Tensor) -> torch.Tensor:
+        """``W V^T`` for a block of positions, ``-inf`` outside each position's top-k support."""
+        logits = W @ self.V.T
+        if 0 < self.support_size < self.n_items:
+            keep = top_k_support(W, self.V, self.support_size)
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, keep, logits.gather(-1, keep))
+        return logits
 
     def item_log_probs(self, sequence: int, items: torch.Tensor) -> torch.Tensor:
         """``log p[a, b, items]`` for every position ``b`` of one sequence: ``[L, len(items)]`` (0-based columns).
@@ -159,11 +170,14 @@ class SummaryDistributions:
         Computes the normaliser chunk by chunk, so only ``L × len(items)`` and one block are held.
         """
         step = self.positions_per_block()
-        lse = torch.cat([torch.logsumexp(self.W[sequence, start : start + step] @ self.V.T, dim=-1)
-                         for start in range(0, self.seq_len, step)])
-        return self.W[sequence] @ self.V[items].T - lse[:, None]
+        rows = []
+        for start in range(0, self.seq_len, step):
+            logits = self._logits(self.W[sequence, start : start + step])
+            rows.append(logits[:, items] - torch.logsumexp(logits, dim=-1, keepdim=True))
+        return torch.cat(rows)
 
     def uniform_entropy(self) -> float:
-        """``log |I|``: the entropy of the uniform distribution, the largest any position can have."""
-        return math.log(self.n_items)
+        """``log |I|`` (``log k`` with a top-k support): the largest entropy any position can have."""
+        k = self.support_size if 0 < self.support_size < self.n_items else self.n_items
+        return math.log(k)
 

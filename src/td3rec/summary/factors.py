@@ -45,6 +45,8 @@ class SummaryFactors:
         method: ``td3`` or ``farzi``.
         decoder: Farzi's decoder (``factorised`` or ``full``); ``None`` for TD3.
         metadata: the file's JSON metadata.
+        support_size: the top-k support every position is restricted to (0 = every item;
+            :mod:`td3rec.summary.support`).
     """
 
     queries: torch.Tensor
@@ -53,6 +55,7 @@ class SummaryFactors:
     method: str = "td3"
     decoder: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    support_size: int = 0
 
     @property
     def materialised(self) -> bool:
@@ -66,7 +69,7 @@ class SummaryFactors:
         if self.materialised:
             return DecodedSoftSequences(self.queries.to(device), self.keys.T.contiguous().to(device),
                                         self.item_factor.to(device))
-        return SoftSequences(self.queries.to(device), self.keys.to(device), chunk_size)
+        return SoftSequences(self.queries.to(device), self.keys.to(device), chunk_size, self.support_size)
 
 
 def summary_factors(tensors: dict[str, torch.Tensor], meta: dict, where: str = "summary") -> SummaryFactors:
@@ -94,7 +97,10 @@ def summary_factors(tensors: dict[str, torch.Tensor], meta: dict, where: str = "
             raise ValueError(f"V {tuple(tensors['V'].shape)} and keys {tuple(keys.shape)} disagree on items")
     except (RuntimeError, ValueError) as err:
         raise DataError(f"{where} has inconsistent tensor shapes ({err})") from None
-    return SummaryFactors(queries, keys, tensors["V"], method, decoder, meta)
+    support_size = meta.get("support_size", 0)
+    if not isinstance(support_size, int) or isinstance(support_size, bool) or support_size < 0:
+        raise DataError(f"{where}: support_size {support_size!r} in its metadata is not a non-negative integer")
+    return SummaryFactors(queries, keys, tensors["V"], method, decoder, meta, support_size)
 
 
 def load_summary_factors(path: str | Path, expected_fingerprint: str | None = None) -> SummaryFactors:

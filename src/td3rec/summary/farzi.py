@@ -159,12 +159,12 @@ class FarziSummary(nn.Module):
             return soft_readout(self.core_product(), self.V, E, self.config.chunk_size)
         return decoded_readout(self.latent, self.decoder, E)
 
-    def source(self, chunk_size: int | None = None):
+    def source(self, chunk_size: int | None = None, support_size: int = 0):
         """The summary (detached) as soft training data for evaluation learners."""
         from td3rec.evaluation.sources import DecodedSoftSequences, SoftSequences
 
         if self.factorised:
-            return SoftSequences(self.core_product().detach(), self.V.detach(), chunk_size)
+            return SoftSequences(self.core_product().detach(), self.V.detach(), chunk_size, support_size)
         return DecodedSoftSequences(self.latent.detach(), self.decoder.detach(), self.V.detach())
 
 

@@ -120,11 +120,12 @@ class TuckerSummary(nn.Module):
         """``V``: what the ``shared-item-factor`` protocol starts a learner's item embedding from."""
         return self.V
 
-    def source(self, chunk_size: int | None = None):
-        """The summary (detached) as soft training data for evaluation learners."""
+    def source(self, chunk_size: int | None = None, support_size: int = 0):
+        """The summary (detached) as soft training data for evaluation learners (restricted to its top-k support
+        with ``support_size`` k > 0)."""
         from td3rec.evaluation.sources import SoftSequences
 
-        return SoftSequences(self.core_product().detach(), self.V.detach(), chunk_size)
+        return SoftSequences(self.core_product().detach(), self.V.detach(), chunk_size, support_size)
 
     def core_product(self, rows: Rows = None) -> torch.Tensor:
         """``W = G ×1 U ×2 T`` for the chosen synthetic sequences (all by default): ``[rows, L, d3]``."""

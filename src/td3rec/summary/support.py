@@ -1,0 +1,91 @@
+"""Sparse supports: the summary restricted to the top-k items of each position, and sampled normalisers.
+
+Two things in a distillation step grow with the catalogue ``|I|``: the summary's read-out
+``softmax(W V^T) @ E`` at every inner step (and its double backward in the window), and the learners' own
+normaliser ``logsumexp(h E^T)`` (inner loss and the real-batch cross-entropy). This module makes both
+independent of ``|I|``:
+
+- **Top-k support** (:func:`top_k_support`, :func:`sparse_readout`): the distribution at each synthetic
+  position is the softmax over its ``k`` highest-scoring items under the current factors (selected once per
+  outer step, without graph); gradients reach the factors through the kept logits. With ``k >= |I|`` the
+  support is every item and the read-out is exactly the dense one. A summary distilled with a support stores
+  its ``support_size``, and every reader (evaluation, export, inspection) applies the same restriction, so the
+  distribution learners are judged on is the one that was distilled.
+- **Sampled normaliser** (:func:`sampled_logsumexp`): ``log sum_i exp(h . e_i)`` estimated from the rows'
+  *positive* items (always included, exactly) and ``m`` negatives drawn uniformly from the catalogue with
+  replacement, weighted by ``|I| / m`` (log-Q correction for uniform sampling); a negative that is also a
+  positive of its row is dropped, so the estimate of the partition sum is unbiased. With every item as the
+  negatives (:func:`all_items`) the result is exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+#: item chunk used while selecting supports (bounds memory at ``queries × chunk``)
+SELECT_CHUNK = 8192
+
+
+def top_k_support(queries: torch.Tensor, keys: torch.Tensor, k: int, chunk_size: int = SELECT_CHUNK) -> torch.Tensor:
+    """Indices ``[..., k]`` (0-based item rows, descending score) of the ``k`` largest ``queries · keys^T`` per
+    query; ``queries [..., d]``, ``keys [I, d]``. Streams over item chunks: memory ``O(queries × (k + chunk))``.
+    ``k >= I`` returns every item in index order (the dense limit)."""
+    n_items = keys.shape[0]
+    lead = queries.shape[:-1]
+    q = queries.detach().reshape(-1, queries.shape[-1])
+    keys = keys.detach()
+    if k >= n_items:
+        return torch.arange(n_items, device=q.device).expand(*lead, n_items)
+    best_val = q.new_full((q.shape[0], 0), float("-inf"))
+    best_idx = torch.zeros(q.shape[0], 0, dtype=torch.long, device=q.device)
+    for start in range(0, n_items, chunk_size):
+        scores = q @ keys[start : start + chunk_size].T
+        idx = torch.arange(start, start + scores.shape[1], device=q.device).expand(q.shape[0], -1)
+        vals = torch.cat([best_val, scores], dim=1)
+        cand = torch.cat([best_idx, idx], dim=1)
+        best_val, pos = vals.topk(min(k, vals.shape[1]), dim=1)
+        best_idx = cand.gather(1, pos)
+    return best_idx.reshape(*lead, k)
+
+
+def support_logits(W: torch.Tensor, keys: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """Logits of the support items ``[..., k]``: ``W[..., :] · keys[support[..., j]]``."""
+    return torch.einsum("...d,...kd->...k", W, keys[support])
+
+
+def sparse_readout(W: torch.Tensor, keys: torch.Tensor, E: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """``softmax over the support of (W keys^T) @ E``: ``W [..., d]``, ``keys [I, d]``, ``E [I, H]``,
+    ``support [..., k]`` -> ``[..., H]``. Twice differentiable in ``W``, ``keys`` and ``E``."""
+    p = torch.softmax(support_logits(W, keys, support), dim=-1)
+    return torch.einsum("...k,...kh->...h", p, E[support])
+
+
+def sparse_probabilities(W: torch.Tensor, keys: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """The support's probabilities ``[..., k]`` (sum to one per position)."""
+    return torch.softmax(support_logits(W, keys, support), dim=-1)
+
+
+def draw_negatives(n_items: int, m: int, generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
+    """``m`` item rows drawn uniformly with replacement from ``0 .. n_items - 1`` (drawn on CPU so a seed gives
+    the same items on every device)."""
+    return torch.randint(0, n_items, (m,), generator=generator).to(device)
+
+
+def all_items(n_items: int, device: torch.device | str) -> torch.Tensor:
+    """Every item row once: the negatives for which :func:`sampled_logsumexp` is exact."""
+    return torch.arange(n_items, device=device)
+
+
+def sampled_logsumexp(h: torch.Tensor, E: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """Estimate of ``logsumexp(h E^T)`` per row: ``h [B, H]``, ``E [I, H]``, ``positives [B, k]`` (item rows
+    that must be counted exactly: each row's targets; distinct within a row), ``negatives [m]`` (item rows
+    shared by all rows, a uniform draw with replacement, each weighted ``I / m``). With every item once as
+    the negatives (:func:`all_items`; weight 1) the result is exact."""
+    n_items, m = E.shape[0], negatives.shape[0]
+    pos = torch.einsum("bh,bkh->bk", h, E[positives])
+    neg = h @ E[negatives].T
+    dup = (negatives[None, :, None] == positives[:, None, :]).any(-1)  # [B, m]: counted among the positives
+    neg = (neg + math.log(n_items / m)).masked_fill(dup, float("-inf"))
+    return torch.logsumexp(torch.cat([pos, neg], dim=1), dim=1)
