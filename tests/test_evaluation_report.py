@@ -168,7 +168,7 @@ def test_quality_cell_with_missing_seeds_says_how_many():
               ("d", "random", 30, 10, "sasrec", "scratch"): group("random", [0.1, 0.2, 0.3])}
     table = quality_table(groups, "d", ["random", "td3"], [], 30, 10, "scratch", ["sasrec"], ["full:NDCG@10"], 3)
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()[2:]}
-    assert rows["td3"].endswith("**0.3000 ± 0.0000** (1 of 3 seeds) |")
+    assert rows["td3"].endswith("| **0.3000** (1 of 3 seeds) |")  # one seed: the mean alone, no "± 0.0000"
     assert "seeds" not in rows["random"] and "0.2000 ± 0.0816" in rows["random"]
 
 
@@ -190,3 +190,24 @@ def test_dataset_with_only_full_data_cells_shows_them(tmp_path):
     assert "Only full-data cells have finished for this dataset." in text
     assert "| whole (full data) | 0.0450 ± 0.0050 (2 of 3 seeds) |" in text
     assert "### Size" not in text
+
+
+def test_single_seed_and_single_epoch_wording(tmp_path):
+    """A one-seed grid with one-epoch schedules: singular nouns, and every cell the mean alone (no "± 0.0000")."""
+    rows = [_row("whole", "sasrec", None, 0, 0.30, 40.0, family="whole", init="full-data")]
+    rows += [_row(m, "sasrec", 10, 0, QUALITY[m, "sasrec"], 2.0, "distill" if m in ("farzi", "td3") else "subset")
+             for m in METHODS]
+    write_json(tmp_path / "results.json", {
+        "status": "finished", "cells_total": len(rows), "cells_finished": len(rows), "rows": rows,
+        "metrics": ["full:NDCG@10", "uni100:NDCG@10"], "teachers": {},
+        "config": {"methods": [{"name": m} for m in ["whole"] + METHODS], "seeds": 1, "datasets": [{"name": "toy"}],
+                   "archs": ["sasrec"], "distill": {"epochs": 1, "inner_steps": 1},
+                   "training": {"steps": 1, "optimizer": "adam", "lr": 0.005, "batch_size": 15},
+                   "whole": {"mode": "window", "epochs": 1}}})
+    text = (write_report(tmp_path, tmp_path / "report") / "report.md").read_text()
+    assert "standard deviation over 1 seed." in text and "1 seeds" not in text
+    assert "Distillation: 1 outer epoch, inner_steps 1," in text and "1 outer epochs" not in text
+    assert "subsets: 1 step, adam" in text and "at most 1 epoch)." in text
+    assert "±" not in text.split("## toy", 1)[1]
+    quality = _table(text, "**n = 10 sequences, L = 10; shared-item-factor initialisation**")
+    assert quality[2] == ["whole (full data)", "0.3000", "0.5000"] and quality[-1] == ["td3", "**0.2000**", "**0.4000**"]

@@ -155,10 +155,18 @@ def seeds_note(count: int, seeds: int | None) -> str:
     return f" ({count} of {seeds} seeds)" if seeds is not None and 0 < count < seeds else ""
 
 
-def fmt(mean: float, std: float, digits: int = 4) -> str:
+def fmt(mean: float, std: float, digits: int = 4, count: int | None = None) -> str:
+    """``mean ± std``; the mean alone when ``count`` (values behind it) is 1; ``–`` for no value."""
     if math.isnan(mean):
         return "–"
+    if count == 1:
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def counted(value, noun: str) -> str:
+    """``1 seed``, ``3 seeds``; an unknown ``value`` (``?``, ``None``) takes the plural."""
+    return f"{value} {noun}" if value == 1 else f"{value} {noun}s"
 
 
 def _seconds(value: float) -> str:
@@ -208,7 +216,7 @@ def quality_table(groups: dict[GroupKey, Group], dataset: str, methods: list[str
     for name, is_whole, stats in body:
         cells = []
         for j, (mean, std) in enumerate(stats):
-            text = fmt(mean, std)
+            text = fmt(mean, std, count=counts[name, j])
             if not is_whole and best[j] is not None and not math.isnan(mean) and round(mean, 4) == best[j]:
                 text = f"**{text}**"
             text += seeds_note(counts[name, j], seeds)
@@ -235,20 +243,21 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
     finished = sum(r.get("status") in ("done", "skipped", "failed") for r in rows)
     lines.append(f"Results: `{source}` — {finished} of {data.get('cells_total', finished)} cells finished "
                  f"(status: {data.get('status', '?')}). Test users; mean ± population standard deviation over "
-                 f"{config.get('seeds', '?')} seeds. In the quality tables the best mean of each column among the "
-                 "budgeted methods is **bold**; the full-data row is the reference and is never marked.")
+                 f"{counted(config.get('seeds', '?'), 'seed')}. In the quality tables the best mean of each column "
+                 "among the budgeted methods is **bold**; the full-data row is the reference and is never marked.")
     training = config.get("training") or {}
     if training:
-        lines.append(f"Learners on summaries and subsets: {training.get('steps')} steps, {training.get('optimizer')} "
-                     f"lr {training.get('lr')}, batches of {training.get('batch_size')} (capped at n). Full data: "
-                     f"early stopping ({(config.get('whole') or {}).get('mode', '?')} examples, at most "
-                     f"{(config.get('whole') or {}).get('epochs', '?')} epochs).")
+        whole_config = config.get("whole") or {}
+        lines.append(f"Learners on summaries and subsets: {counted(training.get('steps'), 'step')}, "
+                     f"{training.get('optimizer')} lr {training.get('lr')}, batches of {training.get('batch_size')} "
+                     f"(capped at n). Full data: early stopping ({whole_config.get('mode', '?')} examples, at most "
+                     f"{counted(whole_config.get('epochs', '?'), 'epoch')}).")
     distill = config.get("distill") or {}
     if distill:
-        lines.append(f"Distillation: {distill.get('epochs')} outer epochs, inner_steps {distill.get('inner_steps')}, "
-                     f"window {distill.get('window')}, real batch {distill.get('real_batch_size')}, outer lr "
-                     f"{distill.get('outer_lr')}, validation `{distill.get('select_metric')}` "
-                     f"({distill.get('eval_init')} learners).")
+        lines.append(f"Distillation: {counted(distill.get('epochs'), 'outer epoch')}, "
+                     f"inner_steps {distill.get('inner_steps')}, window {distill.get('window')}, "
+                     f"real batch {distill.get('real_batch_size')}, outer lr {distill.get('outer_lr')}, "
+                     f"validation `{distill.get('select_metric')}` ({distill.get('eval_init')} learners).")
         for ds in config.get("datasets") or []:
             if ds.get("distill"):
                 changes = ", ".join(f"{k} {v}" for k, v in sorted(ds["distill"].items()))
@@ -358,7 +367,7 @@ def cost_table(groups: dict[GroupKey, Group], dataset: str, methods: list[str], 
     rows = []
     if whole_group is not None:
         rows.append([f"{whole_group.method} (full data)", "–", "–", "0", _seconds(whole_time), _seconds(whole_time),
-                     "1.0", fmt(*whole_group.stat(metric)), "100 %"])
+                     "1.0", fmt(*whole_group.stat(metric), count=whole_group.count(metric)), "100 %"])
     for method in methods:
         for n, seq_len in budgets:
             group = groups.get((dataset, method, n, seq_len, view.arch, view.init))
@@ -369,7 +378,8 @@ def cost_table(groups: dict[GroupKey, Group], dataset: str, methods: list[str], 
             speedup = whole_time / learner if learner and not math.isnan(whole_time) else float("nan")
             share = quality[0] / whole_quality if whole_quality and not math.isnan(whole_quality) else float("nan")
             rows.append([method, str(n), str(seq_len), _seconds(group.stat("data_seconds")[0]), _seconds(learner),
-                         _seconds(whole_time), "–" if math.isnan(speedup) else f"{speedup:.1f}", fmt(*quality),
+                         _seconds(whole_time), "–" if math.isnan(speedup) else f"{speedup:.1f}",
+                         fmt(*quality, count=group.count(metric)),
                          "–" if math.isnan(share) else f"{100 * share:.0f} %"])
     header = ["method", "n", "L", "time to produce the data (s)", "learner training (s)",
               "full-data training (s)", "speed-up", metric, "share of full data"]
