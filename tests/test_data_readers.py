@@ -272,3 +272,64 @@ def test_unknown_format_and_bad_mapping_are_config_errors(tmp_path: Path) -> Non
         read_interactions(path, columns={"rating": "x"})
     with pytest.raises(ConfigError, match="column number"):
         read_interactions(_write(tmp_path / "p.txt", "1 2\n1 3\n"), fmt="pairs", columns={"user": "uid"})
+
+
+# -- pyarrow is optional (the `parquet` extra) --------------------------------------------------------------
+def _hide_pyarrow_from_td3rec(monkeypatch) -> None:
+    """td3rec's own imports of pyarrow (and its modules) fail, as on an install without the ``parquet`` extra.
+
+    Only td3rec's imports: pandas, already imported here with pyarrow, keeps working as it would on an install
+    where pyarrow is absent from the start.
+    """
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, globals=None, locals=None, fromlist=(), level=0):
+        ours = (globals or {}).get("__name__", "").startswith("td3rec")
+        if ours and (name == "pyarrow" or name.startswith("pyarrow.")):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+
+
+@pytest.fixture
+def without_pyarrow(monkeypatch):
+    _hide_pyarrow_from_td3rec(monkeypatch)
+
+
+def test_parquet_without_pyarrow_says_what_to_install(tmp_path: Path, without_pyarrow) -> None:
+    path = _write(tmp_path / "log.parquet", b"PAR1" + b"\0" * 20 + b"PAR1")  # written without pyarrow either
+    with pytest.raises(DataError) as info:
+        read_interactions(path)
+    message = str(info.value)
+    assert "\n" not in message and "log.parquet" in message and 'pip install "td3rec[parquet]"' in message
+
+
+def test_parquet_without_pyarrow_is_one_line_and_exit_2(tmp_path: Path, without_pyarrow, capsys) -> None:
+    from td3rec.cli import main
+
+    path = _write(tmp_path / "log.parquet", b"PAR1" + b"\0" * 20 + b"PAR1")
+    assert main(["stats", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'pip install "td3rec[parquet]"' in err[0]
+
+
+def test_json_lines_read_the_same_without_pyarrow(tmp_path: Path, monkeypatch) -> None:
+    df = _random_log(4)
+    path, kwargs = _write_all_formats(df, tmp_path)["jsonl.gz"]
+    with_arrow = preprocess(read_interactions(path, **kwargs), NO_FILTER)
+    _hide_pyarrow_from_td3rec(monkeypatch)
+    without_arrow = preprocess(read_interactions(path, **kwargs), NO_FILTER)
+    assert _as_token_sequences(without_arrow) == _as_token_sequences(with_arrow) == _expected_sequences(df)
+    assert without_arrow.fingerprint() == with_arrow.fingerprint()
+
+
+def test_pyarrow_is_an_extra_not_a_dependency() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert not any(dep.startswith("pyarrow") for dep in project["dependencies"])
+    assert any(dep.startswith("pyarrow") for dep in project["optional-dependencies"]["parquet"])
+    assert any(dep.startswith("pyarrow") for dep in project["optional-dependencies"]["test"])  # parquet tests run

@@ -7,7 +7,7 @@ Supported formats (``fmt``):
 - ``pairs``: one interaction per line, ``user item [timestamp]``, whitespace separated (``::`` separated
   lines, as in MovieLens ``ratings.dat``, are accepted too); no header; file order is chronological.
 - ``csv`` / ``tsv``: comma / tab separated with a header row.
-- ``parquet``: a Parquet table.
+- ``parquet``: a Parquet table (needs pyarrow: the ``parquet`` extra, ``pip install "td3rec[parquet]"``).
 - ``jsonl``: one JSON object per line (Amazon review dumps: ``reviewerID``, ``asin``, ``unixReviewTime``).
 
 Any text format may be gzip-compressed (``.gz``); a member of a zip archive is read with ``member=``.
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 #: format names accepted by ``fmt=`` / ``--format``
 FORMATS = ("atomic", "sequence", "pairs", "csv", "tsv", "parquet", "jsonl")
+
+#: what to install for Parquet support (pyarrow, an optional dependency)
+PARQUET_EXTRA = "td3rec[parquet]"
 
 #: other spellings of the format names
 FORMAT_ALIASES = {"inter": "atomic", "recbole": "atomic", "seq": "sequence", "txt": "sequence",
@@ -594,9 +597,12 @@ def _read_atomic(text: str, source: str, cols: dict) -> RawInteractions:
 
 
 def _read_parquet(path: str | os.PathLike, member: str | None, source: str, cols: dict) -> RawInteractions:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"{source}: reading Parquet needs pyarrow, which is not installed; install it with "
+                        f'pip install "{PARQUET_EXTRA}"') from None
     data = _load_bytes(path, member)
     try:
         table = pq.read_table(pa.BufferReader(data))
@@ -630,11 +636,34 @@ def _read_jsonl(data: bytes, source: str, cols: dict) -> RawInteractions:
     return _frame_to_raw(df, source, positions, _LineMap(text, 0))
 
 
-def _jsonl_fast(data: bytes) -> pd.DataFrame | None:
-    """Parse with pyarrow (fast); None when the content needs the line-by-line path."""
-    import pyarrow as pa
-    import pyarrow.json as pj
+#: deepest bracket nesting handed to pyarrow's JSON reader (its parser recurses in C++ and crashes the process
+#: on very deep nesting); deeper content takes the line-by-line path, which reports it as one error line
+_FAST_JSON_MAX_DEPTH = 64
 
+
+def _bracket_depth(data: bytes, chunk: int = 1 << 24) -> int:
+    """An upper bound of the bracket nesting depth of ``data`` (brackets inside strings count too)."""
+    deepest = depth = 0
+    for start in range(0, len(data), chunk):
+        b = np.frombuffer(data, dtype=np.uint8, count=min(chunk, len(data) - start), offset=start)
+        step = (b == ord("[")).astype(np.int32) + (b == ord("{")) - (b == ord("]")) - (b == ord("}"))
+        running = depth + np.cumsum(step)
+        if running.size:
+            deepest, depth = max(deepest, int(running.max())), int(running[-1])
+    return deepest
+
+
+def _jsonl_fast(data: bytes) -> pd.DataFrame | None:
+    """Parse with pyarrow (fast); None when the content needs the line-by-line path or pyarrow (an optional
+    dependency) is not installed."""
+    try:
+        import pyarrow as pa
+        import pyarrow.json as pj
+    except ImportError:
+        return None
+
+    if _bracket_depth(data) > _FAST_JSON_MAX_DEPTH:
+        return None
     try:
         table = pj.read_json(io.BytesIO(data))
     except (pa.ArrowException, ValueError):
@@ -649,10 +678,13 @@ def _jsonl_slow(text: str, source: str) -> pd.DataFrame:
     for number, line in _data_lines(text):
         try:
             obj = json.loads(line)
+        except RecursionError:
+            raise DataError(f"{source}: line {number} is nested too deeply to be an interaction record; fix the "
+                            "file") from None
         except json.JSONDecodeError:
             try:
                 obj = ast.literal_eval(line.strip())
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, RecursionError, MemoryError):
                 raise DataError(f"{source}: line {number} is not a JSON object; fix the file or --format") from None
         if not isinstance(obj, dict):
             raise DataError(f"{source}: line {number} is not a JSON object; fix the file or --format")
