@@ -13,6 +13,7 @@ import sys
 
 from td3rec import __version__
 from td3rec.errors import UserError
+from td3rec.utils.run_folder import release_locks
 
 #: sub-command modules, in the order ``td3rec --help`` lists them
 COMMANDS = ["datasets", "stats", "train", "distill", "evaluate", "export", "inspect", "proxy", "benchmark", "report"]
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"td3rec {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_locks()  # the output folders this command locked (td3rec.utils.run_folder)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ are checked against those fields, so a typo is an error rather than a silently i
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -17,6 +18,11 @@ import yaml
 from td3rec.errors import ConfigError
 
 C = TypeVar("C")
+
+#: the range of an integer setting (torch and NumPy hold integers in 64 bits)
+INT_RANGE = (-(2**63), 2**63 - 1)
+#: the range of a seed: what torch, NumPy and Python all accept
+SEED_RANGE = (0, 2**63 - 1)
 
 
 def to_dict(config: Any) -> dict:
@@ -66,6 +72,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin in (tuple, list):
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split() if v]
+        elif not isinstance(value, (list, tuple)):
+            value = [value]  # one value for a list setting: a list of one
         args = typing.get_args(tp)
         inner = args[0] if args else Any
         items = [_convert(inner, v, where) for v in value]
@@ -92,7 +100,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             return float(value)
         if tp is str:
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"setting {where!r}: cannot read {value!r} as {tp.__name__}") from None
     return value
 
@@ -102,11 +110,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value (e.g. lr=0.001)")
     key, raw = text.split("=", 1)
+    keys = key.strip().split(".")
+    if not all(k.strip() for k in keys):
+        raise ConfigError(f"override {text!r}: the key must be a setting name like lr or inner.lr, not {key!r}")
     try:
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError:
         value = raw
-    return [k for k in key.strip().split(".") if k], value
+    return [k.strip() for k in keys], value
 
 
 def read_settings(path: str | Path | None, overrides: list[str] | None = None, what: str = "settings") -> dict:
@@ -133,6 +144,32 @@ def read_settings(path: str | Path | None, overrides: list[str] | None = None, w
                 raise ConfigError(f"override {text!r}: {k!r} is not a group of settings")
         node[keys[-1]] = value
     return data
+
+
+def check_values(config: Any, where: str = "") -> None:
+    """Reject numbers no run can use, in every field of a config dataclass (nested ones included): a float that
+    is NaN or infinite, an integer outside 64 bits, a seed (a field named ``seed`` or ``*_seed``) outside
+    ``0 .. 2**63 - 1``. Generic over the fields, so a setting added later is checked too."""
+    for f in dataclasses.fields(config):
+        _check_value(getattr(config, f.name), where + f.name, f.name == "seed" or f.name.endswith("_seed"))
+
+
+def _check_value(value: Any, where: str, is_seed: bool) -> None:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        check_values(value, where + ".")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_value(item, f"{where}.{key}", False)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_value(item, where, is_seed)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"setting {where!r} must be a finite number, got {value}")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        low, high = SEED_RANGE if is_seed else INT_RANGE
+        if not low <= value <= high:
+            what = "a seed" if is_seed else "an integer setting"
+            raise ConfigError(f"setting {where!r} = {value} is out of range for {what} ({low} .. {high})")
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:

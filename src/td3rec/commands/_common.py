@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 from pathlib import Path
 from typing import TypeVar
 
-from td3rec.config import load_config
-from td3rec.errors import ConfigError
+from td3rec.config import load_config, read_settings
+from td3rec.utils import run_folder
 
 C = TypeVar("C")
 
@@ -28,27 +27,20 @@ def add_output_arguments(parser: argparse.ArgumentParser, default_hint: str) -> 
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def check_output_dir(path: str | Path, overwrite: bool) -> None:
-    """Fail before any work starts if the output folder exists (non-empty) without ``--overwrite``."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output path {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"output folder {out} already exists; pass --overwrite to replace it, --resume {out} to "
-                          "continue an interrupted run there, or choose another --out")
+def run_inputs(args: argparse.Namespace) -> list[str]:
+    """The files and folders a command reads (dataset file, dataset cache, config file, teacher, summary,
+    sequences): an output folder or file may never be one of them or hold one."""
+    found: list[str] = []
+    for name in ("dataset", "data_dir", "config", "teacher", "summary", "sequences", "resume"):
+        value = getattr(args, name, None)
+        found += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)] if value else []
+    return found
 
 
-def prepare_output_dir(path: str | Path, overwrite: bool) -> Path:
-    """Create the output folder (emptying it first when ``overwrite`` is set); returns its path."""
-    check_output_dir(path, overwrite)
-    out = Path(path)
-    if out.is_dir() and any(out.iterdir()):
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"cannot create output folder {out}: {err.strerror}") from None
-    return out
+def prepare_output_dir(path: str | Path, args: argparse.Namespace) -> Path:
+    """Create the output folder of ``args`` (emptying a td3rec one first with ``--overwrite``), locked for
+    this run and marked as td3rec's (:func:`td3rec.utils.run_folder.prepare_output_dir`)."""
+    return run_folder.prepare_output_dir(path, args.overwrite, run_inputs(args), command=args.command)
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace, shortcuts: dict[str, str]) -> C:
@@ -58,6 +50,12 @@ def config_from_args(cls: type[C], args: argparse.Namespace, shortcuts: dict[str
     config = load_config(cls, args.config, overrides)
     config.validate()
     return config
+
+
+def explicit_settings(args: argparse.Namespace, shortcuts: dict[str, str]) -> dict:
+    """The settings the user gave (config file, ``--set``, shortcut flags) as a nested mapping: what data-dependent
+    defaults must leave alone."""
+    return read_settings(args.config, list(args.overrides) + shortcut_overrides(args, shortcuts))
 
 
 def shortcut_overrides(args: argparse.Namespace, shortcuts: dict[str, str]) -> list[str]:
@@ -72,5 +70,5 @@ def default_output_dir(args: argparse.Namespace, template: str, check: bool = Tr
     dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(args.dataset).rstrip("/").split("/")[-1])
     out = args.out or template.format(dataset=dataset, **fields)
     if check:
-        check_output_dir(out, args.overwrite)
+        run_folder.check_output_dir(out, args.overwrite, run_inputs(args))
     return out

@@ -18,7 +18,8 @@ import yaml
 from td3rec.commands._common import shortcut_overrides
 from td3rec.config import load_config, parse_override, to_dict
 from td3rec.errors import ConfigError
-from td3rec.utils.atomic import write_json
+from td3rec.utils.atomic import remove_temporaries, write_json
+from td3rec.utils.run_folder import lock_folder
 
 C = TypeVar("C")
 
@@ -80,6 +81,13 @@ def resume_settings(cls: type[C], args: argparse.Namespace, shortcuts: dict[str,
     return config, run
 
 
+def claim_run(run: Path) -> None:
+    """Take the run folder for this process before it continues there: lock it (a second writer is refused)
+    and remove the temporary files a killed writer left (:func:`td3rec.utils.atomic.remove_temporaries`)."""
+    lock_folder(run, "run folder")
+    remove_temporaries(run)
+
+
 def _setting_conflicts(cls: type[C], saved: C, args: argparse.Namespace, shortcuts: dict[str, str]) -> list[str]:
     """Settings given with ``--config``/``--set``/shortcut flags whose value differs from the saved config."""
     overrides = list(args.overrides) + shortcut_overrides(args, shortcuts)
@@ -139,5 +147,5 @@ def _normalise(name: str, value: Any) -> Any:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from td3rec.errors import ConfigError
 from td3rec.evaluation.benchmark import RESULTS_CSV, RESULTS_JSON, load_benchmark_config, run_benchmark
+from td3rec.utils.atomic import remove_temporaries
+from td3rec.utils.run_folder import lock_folder
 
 NAME = "benchmark"
 HELP = ("run a comparison grid (datasets x methods x budgets x architectures x protocols x seeds); rerunning "
@@ -40,6 +42,13 @@ def run(args: argparse.Namespace) -> int:
     results = Path(args.results or f"runs/benchmark-{Path(args.config).stem}")
     if results.exists() and not results.is_dir():
         raise ConfigError(f"--results {results} exists and is not a folder")
+    if not args.table_only:  # one process computes into a results folder; --table-only may read it meanwhile
+        try:
+            results.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create results folder {results}: {err.strerror or err}") from None
+        lock_folder(results, "results folder")
+        remove_temporaries(results)
     result = run_benchmark(config, results, data_dir=args.data_dir, progress=not args.no_progress,
                            compute=not args.table_only)
     statuses: dict[str, int] = {}

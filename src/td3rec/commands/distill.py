@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import logging
 
@@ -16,13 +17,14 @@ from td3rec.commands._common import (
     prepare_output_dir,
 )
 from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args, require_dataset
-from td3rec.commands._resume import add_resume_argument, record_run, resume_settings
+from td3rec.commands._resume import add_resume_argument, claim_run, record_run, resume_settings
 from td3rec.config import to_dict
 from td3rec.distill.config import DistillConfig
 from td3rec.distill.distiller import Distiller
 from td3rec.distill.distributed import launch, launch_environment, process_group
 from td3rec.distill.teacher import load_teacher
 from td3rec.errors import ConfigError
+from td3rec.distill.sizes import check_distill_memory
 from td3rec.utils.device import resolve_device
 
 NAME = "distill"
@@ -92,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
         if group.world_size > 1:
             group.check_same("the data, the teacher and the settings",
                              (dataset.fingerprint(), _digest(teacher), to_dict(config)))
-        if not args.resume:
+        if args.resume:
+            group.on_main(lambda: claim_run(out))
+        else:
             out = group.on_main(lambda: _prepare_output(out_path, args))
         distiller = Distiller(dataset, config, run_dir=out, teacher_run=args.teacher,
                               progress=not args.no_progress and group.is_main, distributed=group)
@@ -118,11 +122,15 @@ def _check_teacher(teacher_run: str | None, dataset, config: DistillConfig):
 
 
 def _prepare_output(out_path, args: argparse.Namespace):
+    n_examples = dataset.n_interactions + dataset.n_users
     """Create the output folder and record how the run was started (process 0 only)."""
-    out = prepare_output_dir(out_path, args.overwrite)
+    out = prepare_output_dir(out_path, args)
+        check_distill_memory(config, dataset.n_items, n_examples, config.model, config.max_len, None)
     record_run(out, args, extra=("teacher",))
     return out
 
+    check_distill_memory(config, dataset.n_items, n_examples, teacher.model_name, teacher.model.max_len,
+                         dataclasses.asdict(teacher.model.config))
 
 def _digest(teacher) -> str | None:
     """A digest of the teacher's weights: every process of a group must distil with the same teacher."""

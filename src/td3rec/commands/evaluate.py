@@ -6,12 +6,14 @@ import argparse
 import logging
 from pathlib import Path
 
+from td3rec.commands._common import run_inputs
 from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args
 from td3rec.config import load_config
 from td3rec.errors import ConfigError
 from td3rec.evaluation.initialisation import PROTOCOLS
-from td3rec.evaluation.suite import DataSpec, SuiteConfig, data_labels, run_suite
+from td3rec.evaluation.suite import DataSpec, SuiteConfig, check_suite_inputs, data_labels, run_suite
 from td3rec.models.registry import MODEL_NAMES
+from td3rec.summary.export import check_output_file
 from td3rec.summary.real_subset import FEATURE_METHODS, SUBSET_METHODS
 from td3rec.training.checkpoint import load_checkpoint
 from td3rec.utils.atomic import write_json
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     config.split = args.split
     if config.seeds <= 0 or config.training.steps <= 0:
         raise ConfigError("--seeds and --steps must be positive")
+    config.validate()
     specs = ([DataSpec("summary", path=p) for p in args.summary]
              + [DataSpec("sequences", path=p, fmt=args.sequences_format) for p in args.sequences]
              + [DataSpec(k, n=args.n) for k in args.subset])
@@ -85,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         for p in paths:
             if not Path(p).is_file():
                 raise ConfigError(f"{what} {p} does not exist")
+    if args.json:
+        check_output_file(args.json, overwrite=True, inputs=run_inputs(args))
     data_labels(specs)  # the same file or subset given twice: refused before any work
     device = resolve_device(args.device)
     dataset = dataset_from_args(args)
@@ -95,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"teacher {run_dir} was trained on different data than {dataset.name!r}")
         teachers[meta["model"]] = model.eval()
         config.max_len = model.max_len
+    check_suite_inputs(dataset, specs, config, teachers)
     rows = run_suite(dataset, specs, config, device, teachers)
     print(format_rows(rows, config.eval.protocols))
     if args.json:

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     samples = 1 if args.samples is None else args.samples
     if samples < 1:
         raise ConfigError(f"--samples must be a positive number of draws per synthetic sequence, got {samples}")
-    check_output_file(args.out, args.overwrite)
+    check_output_file(args.out, args.overwrite, [args.summary])
     seqs = export_summary(args.summary, args.out, fmt=args.export_format, mode=args.mode, samples=samples,
                           seed=args.seed, overwrite=args.overwrite)
     print(f"wrote {len(seqs)} synthetic sequences ({seqs.n_interactions:,} interactions, "

@@ -89,5 +89,5 @@ def _previous_candidates(path: Path) -> dict[str, dict]:
     try:
         rows = json.loads(path.read_text(encoding="utf-8")).get("candidates", [])
         return {row["name"]: row for row in rows}
-    except (ValueError, AttributeError, KeyError, TypeError):
+    except (ValueError, AttributeError, KeyError, TypeError, RecursionError):
         raise ConfigError(f"--resume: {path} is not a td3rec proxy report") from None

@@ -13,9 +13,10 @@ from td3rec.commands._common import (
     prepare_output_dir,
 )
 from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args, require_dataset
-from td3rec.commands._resume import add_resume_argument, record_run, resume_settings
+from td3rec.commands._resume import add_resume_argument, claim_run, record_run, resume_settings
 from td3rec.training.config import TrainConfig
 from td3rec.training.trainer import train_full_data
+from td3rec.utils.memory import check_learner_memory
 
 NAME = "train"
 HELP = "train a learner on the full data with early stopping; keeps a checkpoint per epoch"
@@ -56,8 +57,12 @@ def run(args: argparse.Namespace) -> int:
         out_path = default_output_dir(args, "runs/train-{dataset}-{model}-seed{seed}", model=config.model,
                                       seed=config.seed)
     dataset = dataset_from_args(args)
-    if not args.resume:
-        out = prepare_output_dir(out_path, args.overwrite)
+    check_learner_memory("training", config.model, dataset.n_items, config.max_len, config.model_options,
+                         dataset.n_interactions + dataset.n_users)
+    if args.resume:
+        claim_run(out)
+    else:
+        out = prepare_output_dir(out_path, args)
         record_run(out, args)
     result = train_full_data(dataset, config, run_dir=out, progress=not args.no_progress, resume=bool(args.resume))
     print(f"best epoch {result.best_epoch} of {len(result.history)}; median {result.seconds_per_epoch:.1f} s/epoch")

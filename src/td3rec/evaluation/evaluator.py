@@ -33,6 +33,8 @@ from td3rec.models.base import SequentialRecommender
 
 logger = logging.getLogger(__name__)
 
+#: the metrics every evaluation computes at each cut-off K (:func:`~td3rec.evaluation.metrics.compute_metrics`)
+METRIC_NAMES = ("HR", "NDCG", "MRR")
 _SAMPLED = re.compile(r"^(uni|pop)(\d+)$")
 _STRATEGY = {"uni": "uniform", "pop": "popularity"}
 # stable small integers mixed into the negative-sampling seed
@@ -73,6 +75,18 @@ class EvalConfig:
             parse_protocol(name)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def check_metric(self, key: str, setting: str) -> None:
+        """Refuse a ``PROTOCOL:METRIC@K`` name (the ``setting`` that selects a model or summary) that this
+        evaluation does not compute: before any work, rather than a KeyError once the first result is in."""
+        protocol, _, metric = str(key).partition(":")
+        name, _, k = metric.partition("@")
+        if protocol not in self.protocols:
+            raise ConfigError(f"{setting} {key!r}: protocol {protocol!r} is not among the evaluated protocols "
+                              f"{list(self.protocols)} (eval.protocols); it must look like PROTOCOL:METRIC@K")
+        if name not in METRIC_NAMES or not k.isdigit() or int(k) not in self.ks:
+            raise ConfigError(f"{setting} {key!r} is not computed: the metric must be {', '.join(METRIC_NAMES)} at "
+                              f"one of the cut-offs {list(self.ks)} (eval.ks), e.g. {protocol}:NDCG@{self.ks[-1]}")
 
 
 def parse_protocol(name: str) -> tuple[str, int] | None:

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
+from td3rec.config import check_values
 from td3rec.distill.objective import draw_cut_positions, sequence_loss
+from td3rec.errors import ConfigError
 from td3rec.evaluation.sources import HardSequences, SoftSequences
 from td3rec.models.base import SequentialRecommender
 
@@ -36,6 +38,20 @@ class LearnerTrainingConfig:
     batch_size: int = 15
     augment: bool = True
     chunk_size: int | None = None
+
+    def validate(self) -> None:
+        """Reject settings no learner can be trained with, before any work."""
+        check_values(self)
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise ConfigError(f"training.steps and training.batch_size must be positive, got {self.steps} and "
+                              f"{self.batch_size}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"training.optimizer must be adam or sgd, not {self.optimizer!r}")
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise ConfigError(f"training.lr must be positive and training.weight_decay >= 0, got {self.lr} and "
+                              f"{self.weight_decay}")
+        if self.chunk_size is not None and self.chunk_size <= 0:
+            raise ConfigError(f"training.chunk_size must be positive or None, got {self.chunk_size}")
 
 
 def train_learner(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from td3rec.config import check_values
 from td3rec.data.sequences import LeaveOneOutSplit, SequenceDataset, leave_one_out
 from td3rec.errors import ConfigError
 from td3rec.evaluation.evaluator import EvalConfig
@@ -102,6 +103,23 @@ class SuiteConfig:
     whole_patience: int = 10
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def validate(self) -> None:
+        """Reject impossible settings before any work (``td3rec evaluate`` calls it before loading data)."""
+        from td3rec.evaluation.initialisation import PROTOCOLS
+        from td3rec.models.registry import MODEL_NAMES
+
+        check_values(self)
+        self.training.validate()
+        for name in ("seeds", "max_len", "whole_epochs", "whole_patience"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.split not in ("test", "valid"):
+            raise ConfigError(f"split must be test or valid, not {self.split!r}")
+        for what, names, allowed in (("archs", self.archs, MODEL_NAMES), ("inits", self.inits, PROTOCOLS)):
+            bad = [name for name in names if name not in allowed]
+            if bad or not names:
+                raise ConfigError(f"{what} must name some of {', '.join(allowed)}, got {list(names)}")
+
 
 def summary_source(path: str, dataset: SequenceDataset, device: torch.device,
                    chunk_size: int | None = None) -> SoftSequences | DecodedSoftSequences:
@@ -109,6 +127,30 @@ def summary_source(path: str, dataset: SequenceDataset, device: torch.device,
     training data: :class:`SoftSequences` (TD3; Farzi factorised: ``W = latent · D`` over ``V``) or
     :class:`DecodedSoftSequences` (Farzi with a full decoder)."""
     return load_summary_factors(path, expected_fingerprint=dataset.fingerprint()).source(device, chunk_size)
+
+
+def check_suite_inputs(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConfig,
+                       teachers: dict[str, SequentialRecommender] | None = None) -> None:
+    """Before any learner is trained: every summary reads back (content checked, same data), its sequences fit
+    the position table of every learner architecture (``max_len``, the teacher's when one is given), and the
+    learners with their evaluation inputs fit in memory."""
+    from td3rec.models.registry import max_input_length
+    from td3rec.utils.memory import check_learner_memory
+
+    teachers = teachers or {}
+    for spec in specs:
+        if spec.kind != "summary":
+            continue
+        seq_len = load_summary_factors(spec.path, expected_fingerprint=dataset.fingerprint()).queries.shape[1]
+        for arch in config.archs:
+            limit = max_input_length(arch, config.max_len)
+            if limit is not None and seq_len > limit:
+                raise ConfigError(f"summary {spec.path} has sequences of length {seq_len}, longer than the {arch} "
+                                  f"learner accepts (max_len {config.max_len}, its position table); evaluate it "
+                                  f"with --set max_len={seq_len} (without a teacher of a shorter max_len)")
+    for arch in config.archs:
+        check_learner_memory(f"evaluating {arch} learners", arch, dataset.n_items, config.max_len,
+                             _options(teachers.get(arch)), dataset.n_users)
 
 
 def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConfig, device: torch.device,

@@ -30,14 +30,18 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
 
+from td3rec.config import SEED_RANGE
 from td3rec.errors import ConfigError, DataError
 from td3rec.summary.distributions import SummaryDistributions
 from td3rec.summary.readout import DENSE_MAX_ELEMENTS
 from td3rec.utils.atomic import write_text
+from td3rec.utils.memory import check_memory
+from td3rec.utils.run_folder import refuse_inputs
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +154,11 @@ def format_sequences(seqs: ExportedSequences, fmt: str) -> str:
     return buffer.getvalue()
 
 
-def check_output_file(path: str | Path, overwrite: bool) -> Path:
-    """Refuse an output path that is a folder, or an existing file without ``overwrite`` (before any work)."""
+def check_output_file(path: str | Path, overwrite: bool, inputs: Iterable[str | Path | None] = ()) -> Path:
+    """Refuse an output path that is a folder, one of the command's ``inputs`` (the summary, the dataset ...),
+    or an existing file without ``overwrite`` (before any work)."""
     out = Path(path)
+    refuse_inputs(out, inputs)
     if out.is_dir():
         raise ConfigError(f"output {out} is a folder; give a file path to --out")
     if out.exists() and not overwrite:
@@ -185,8 +191,13 @@ def export_summary(summary: str | Path | SummaryDistributions, out: str | Path, 
         raise ConfigError(f"unknown export mode {mode!r}; use one of {', '.join(EXPORT_MODES)}")
     if samples < 1:
         raise ConfigError(f"--samples must be a positive number of draws per synthetic sequence, got {samples}")
-    check_output_file(out, overwrite)
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ConfigError(f"--seed must be in {SEED_RANGE[0]} .. {SEED_RANGE[1]}, got {seed}")
+    check_output_file(out, overwrite, [] if isinstance(summary, SummaryDistributions) else [summary])
     dist = summary if isinstance(summary, SummaryDistributions) else SummaryDistributions.from_file(summary)
+    if mode == "sample":  # the uniforms and the drawn ids, both [n, samples, L] (8 bytes each), and the text
+        check_memory(dist.n_sequences * samples * dist.seq_len * 40, f"--samples {samples}",
+                     "draw fewer samples per synthetic sequence")
     seqs = hard_sequences(dist, mode, samples, seed, max_elements)
     write_sequences(seqs, out, fmt)
     log.debug("exported %d synthetic sequences (%d interactions, %d distinct items) from %s to %s", len(seqs),

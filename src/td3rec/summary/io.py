@@ -18,6 +18,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from td3rec import __version__
 from td3rec.errors import DataError
+from td3rec.summary.validation import check_summary_content
 from td3rec.utils.atomic import write_bytes, write_json
 
 METADATA_KEY = "td3rec"
@@ -39,7 +40,8 @@ def save_summary(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
 
 
 def load_summary(path: str | Path, expected_fingerprint: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read a summary; with ``expected_fingerprint`` refuse one distilled from other data."""
+    """Read a summary, its content checked (:func:`~td3rec.summary.validation.check_summary_content`); with
+    ``expected_fingerprint`` refuse one distilled from other data."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"summary {path} does not exist")
@@ -50,8 +52,9 @@ def load_summary(path: str | Path, expected_fingerprint: str | None = None) -> t
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
         meta = json.loads(header[METADATA_KEY])
-    except (SafetensorError, OSError, KeyError, ValueError) as err:
+    except (SafetensorError, OSError, KeyError, ValueError, RecursionError) as err:
         raise DataError(f"summary {path} cannot be read ({type(err).__name__}); it is corrupted or not a td3rec summary") from None
+    check_summary_content(tensors, meta, f"summary {path}")
     if expected_fingerprint is not None and meta.get("dataset_fingerprint") != expected_fingerprint:
         raise DataError(
             f"summary {path} was distilled from dataset {meta.get('dataset', '?')!r} with a different fingerprint "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from td3rec.config import check_values
 from td3rec.errors import ConfigError
 from td3rec.evaluation.evaluator import EvalConfig
 from td3rec.models.registry import make_model_config
@@ -61,11 +62,14 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Reject impossible settings before any work starts."""
+        check_values(self)
         if self.mode not in ("prefix", "window"):
             raise ConfigError(f"mode must be prefix or window, not {self.mode!r}")
         for name in ("max_len", "epochs", "batch_size", "window_batch_size", "patience"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not all(isinstance(key, str) and key for key in self.model_options):
+            raise ConfigError(f"model_options must map option names to values, got {self.model_options!r}")
         make_model_config(self.model, **self.model_options)  # unknown model or option -> ConfigError
         resolve_device(self.device)
         if self.lr <= 0:
@@ -75,15 +79,4 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        protocol, _, metric = self.valid_metric.partition(":")
-        if not metric:
-            raise ConfigError(f"valid_metric {self.valid_metric!r} must look like PROTOCOL:METRIC, e.g. full:NDCG@10")
-        if protocol not in self.eval.protocols:
-            raise ConfigError(
-                f"valid_metric protocol {protocol!r} is not among the evaluated protocols {list(self.eval.protocols)}"
-            )
-        name, _, k = metric.partition("@")
-        if name not in ("HR", "NDCG", "MRR") or not k.isdigit() or int(k) not in self.eval.ks:
-            raise ConfigError(
-                f"valid_metric {self.valid_metric!r}: metric must be HR, NDCG or MRR at one of ks {list(self.eval.ks)}"
-            )
+        self.eval.check_metric(self.valid_metric, "valid_metric")

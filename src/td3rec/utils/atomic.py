@@ -13,12 +13,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from td3rec.errors import OutputError
+
+log = logging.getLogger(__name__)
+
+#: the name of a temporary file of :func:`atomic_path`: ``.NAME.XXXXXXXX[SUFFIX].tmp`` (mkstemp's 8 characters)
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}[^/]*\.tmp$")
 
 #: errno values that mean "the disk or the permissions refuse the write", with advice for the message
 _ADVICE = {
@@ -69,6 +76,28 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def is_temporary(name: str) -> bool:
+    """Whether the file name ``name`` is one of :func:`atomic_path`'s temporary files."""
+    return bool(_TEMPORARY.match(name))
+
+
+def remove_temporaries(folder: str | os.PathLike) -> int:
+    """Remove the temporary files a killed writer left in ``folder`` and its sub-folders; returns how many.
+
+    Only call it while holding the folder's lock (:func:`td3rec.utils.run_folder.lock_folder`): a temporary
+    file of a live writer must not be removed."""
+    removed = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if is_temporary(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(root, name))
+                    removed += 1
+    if removed:
+        log.info("removed %d temporary file(s) left in %s by an interrupted write", removed, folder)
+    return removed
 
 
 def _file_mode(target: Path) -> int:

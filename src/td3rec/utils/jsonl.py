@@ -51,7 +51,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
             record = json.loads(line)
             if not isinstance(record, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to be a record
             is_last = all(not rest.strip() for rest in lines[number:])
             if is_last:
                 log.warning("%s: line %d is incomplete (the run was interrupted while writing it); ignored",
