@@ -13,18 +13,20 @@ from td3rec.commands._common import (
     add_config_arguments,
     add_output_arguments,
     config_from_args,
+    explicit_settings,
     default_output_dir,
     prepare_output_dir,
 )
 from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args, require_dataset
 from td3rec.commands._resume import add_resume_argument, claim_run, record_run, resume_settings
 from td3rec.config import to_dict
-from td3rec.distill.config import DistillConfig
+from td3rec.distill.config import DistillConfig, apply_size_defaults
+from td3rec.distill.schedule import parse_duration
 from td3rec.distill.distiller import Distiller
 from td3rec.distill.distributed import launch, launch_environment, process_group
+from td3rec.distill.sizes import check_distill_memory
 from td3rec.distill.teacher import load_teacher
 from td3rec.errors import ConfigError
-from td3rec.distill.sizes import check_distill_memory
 from td3rec.utils.device import resolve_device
 
 NAME = "distill"
@@ -37,6 +39,7 @@ _SHORTCUTS = {
     "d1": "d1", "d2": "d2", "inner_steps": "inner_steps", "window": "window", "real_batch_size": "real_batch_size",
     "feature_weight": "feature_weight", "outer_lr": "outer_lr", "seed": "seed", "device": "device",
     "eval_init": "eval_init", "model": "model", "method": "method", "precision": "precision",
+    "time_budget": "time_budget",
 }
 
 
@@ -62,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     parser.add_argument("--precision", help="autocast of the learner work: fp32 (default) or bf16 (see README)")
+    parser.add_argument("--time-budget", type=_duration, metavar="DURATION",
+                        help="wall-clock budget of the distillation, e.g. 30m, 1.5h or 900 (seconds): the outer "
+                             "steps that fit are planned and the cosine schedule spans them (teacher training "
+                             "excluded; default: none, run --epochs)")
     add_config_arguments(parser)
     add_output_arguments(parser, "runs/distill-DATASET-seedS")
     add_resume_argument(parser)
@@ -90,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         return launch(args._argv, env.launch_nproc)
     with process_group(env, resolve_device(config.device)) as group:
         dataset = group.local_main_first(lambda: dataset_from_args(args))
+        if not args.resume:  # settings the user left open take the catalogue size's defaults
+            config = apply_size_defaults(config, dataset.n_items, explicit_settings(args, _SHORTCUTS))
         teacher = _check_teacher(args.teacher, dataset, config)
         if group.world_size > 1:
             group.check_same("the data, the teacher and the settings",
@@ -113,24 +122,32 @@ def _check_teacher(teacher_run: str | None, dataset, config: DistillConfig):
     """Before any work: the teacher folder is a finished run on this data, and the summary and real inputs
     fit the learner's position table (the teacher's, or the one a teacher trained here will have). Returns the
     loaded teacher (None when it is trained in the run)."""
+    n_examples = dataset.n_interactions + dataset.n_users
     if teacher_run is None:
         config.check_learner(config.model, config.max_len)
+        check_distill_memory(config, dataset.n_items, n_examples, config.model, config.max_len, None)
         return None
     teacher = load_teacher(teacher_run, dataset, resolve_device(config.device))
     config.check_learner(teacher.model_name, teacher.model.max_len)
+    check_distill_memory(config, dataset.n_items, n_examples, teacher.model_name, teacher.model.max_len,
+                         dataclasses.asdict(teacher.model.config))
     return teacher
 
 
 def _prepare_output(out_path, args: argparse.Namespace):
-    n_examples = dataset.n_interactions + dataset.n_users
     """Create the output folder and record how the run was started (process 0 only)."""
     out = prepare_output_dir(out_path, args)
-        check_distill_memory(config, dataset.n_items, n_examples, config.model, config.max_len, None)
     record_run(out, args, extra=("teacher",))
     return out
 
-    check_distill_memory(config, dataset.n_items, n_examples, teacher.model_name, teacher.model.max_len,
-                         dataclasses.asdict(teacher.model.config))
+
+def _duration(text: str) -> float:
+    """argparse type of ``--time-budget`` (a bad value is argparse's one-line usage error)."""
+    try:
+        return parse_duration(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
 
 def _digest(teacher) -> str | None:
     """A digest of the teacher's weights: every process of a group must distil with the same teacher."""

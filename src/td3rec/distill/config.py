@@ -216,3 +216,47 @@ class DistillConfig:
         if self.max_len > limit:
             raise ConfigError(f"max_len {self.max_len} is longer than the {model} teacher accepts (it was trained "
                               f"with max_len {learner_max_len}); set max_len <= {limit}")
+
+
+#: catalogues larger than this get the large-catalogue defaults of :func:`size_defaults`
+LARGE_CATALOGUE = 5000
+
+
+def size_defaults(n_items: int) -> dict[str, object]:
+    """Settings (dotted keys) that ``td3rec distill`` uses for a catalogue of ``n_items`` unless the user sets
+    them; measured on Amazon Beauty (12,101 items), see README "Large catalogues". Small catalogues keep the
+    TD3 reference settings of :class:`DistillConfig`."""
+    if n_items <= LARGE_CATALOGUE:
+        return {}
+    return dict(LARGE_CATALOGUE_SETTINGS)
+
+
+#: the large-catalogue settings (each chosen by measurement on Beauty; README "Large catalogues")
+LARGE_CATALOGUE_SETTINGS: dict[str, object] = {
+    "support_size": 64,
+    "inner.negatives": 512,
+    "outer_negatives": 2048,
+    "outer_lr": 0.3,
+    "window": 20,
+    "real_batch_size": 1024,
+    "select_metric": "full:NDCG@10",
+}
+
+
+def apply_size_defaults(config: DistillConfig, n_items: int, explicit: dict) -> DistillConfig:
+    """``config`` with :func:`size_defaults` for every setting the user did not give (``explicit``: the nested
+    mapping of settings from the config file, ``--set`` and flags); validated."""
+    from td3rec.config import from_dict, to_dict
+
+    data = to_dict(config)
+    for key, value in size_defaults(n_items).items():
+        *parents, leaf = key.split(".")
+        given, node = explicit, data
+        for part in parents:
+            given = given.get(part, {}) if isinstance(given, dict) else {}
+            node = node[part]
+        if not (isinstance(given, dict) and leaf in given):
+            node[leaf] = value
+    resolved = from_dict(DistillConfig, data)
+    resolved.validate()
+    return resolved

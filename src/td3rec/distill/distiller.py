@@ -300,6 +300,8 @@ class Distiller:
                           "loss": float(loss.detach()), "ce": float(ce.detach()), "mse": float(mse.detach()),
                           "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0], "skipped": not finite,
                           "seconds": progress.step_seconds[-1]}
+                if budget is not None:
+                    record["planned"] = progress.planned_steps
                 if log_path is not None:
                     append_jsonl(log_path, record)
                 bar.update(1)
@@ -320,7 +322,8 @@ class Distiller:
                 valid = self._validate(summary, teacher, split, k)
                 progress.validation_seconds.append(time.perf_counter() - started)
                 if budget is not None and not last_epoch:
-                    replan()
+                    replan()  # (a plan that ends here makes this validation the final one)
+                    last_epoch = progress.global_step >= progress.planned_steps or out_of_time()
                 value = float(valid["mean"][cfg.select_metric.split(":")[0]][cfg.select_metric.split(":")[1]])
                 row = {"epoch": epoch, "step": progress.global_step, "valid": valid["mean"], "valid_std": valid["std"]}
                 progress.history.append(row)
@@ -356,6 +359,7 @@ class Distiller:
                 "summary_parameters_with_item_factor": summary.num_parameters(include_item_factor=True),
                 "real_interactions": self.dataset.n_interactions,
                 "time_budget_seconds": cfg.time_budget, "seconds": progress.elapsed,
+                "planned_steps": progress.planned_steps if budget is not None else None,
                 "trajectory_fallback": self.trajectory_fallback,
             })
             checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
