@@ -189,13 +189,15 @@ def sparse_meta_loss(model, inner: InnerLoop, f: dict, support, n_steps: int, wi
     return total
 
 
-def test_support_of_every_item_is_todays_dense_unroll():
+@pytest.mark.parametrize("frozen", [False, True])
+def test_support_of_every_item_is_todays_dense_unroll(frozen):
     """k = |I|: the sparse path (plain steps from cached support probabilities, window steps through the
-    sparse read-out) gives the dense path's learner and meta-gradient."""
+    sparse read-out; with a frozen item embedding, tables gathered once per unroll) gives the dense path's
+    learner and meta-gradient."""
     from td3rec.summary.support import top_k_support
 
     model = tiny_learner()
-    inner = InnerLoop(model, InnerConfig(lr=0.05, batch_size=2), N_SEQ)
+    inner = InnerLoop(model, InnerConfig(lr=0.05, batch_size=2, freeze_item_embedding=frozen), N_SEQ)
     f = {k: v.clone().requires_grad_(k != "V") for k, v in factors().items()}
     W = tucker_core_product(f["G"], f["U"], f["T"])
     support = top_k_support(W, f["V"], N_ITEMS)
@@ -207,13 +209,14 @@ def test_support_of_every_item_is_todays_dense_unroll():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_sparse_meta_gradient_with_sampled_normalisers_matches_finite_differences():
+@pytest.mark.parametrize("frozen", [False, True])
+def test_sparse_meta_gradient_with_sampled_normalisers_matches_finite_differences(frozen):
     """A top-3 support of 7 items, 5 sampled inner negatives and 4 sampled real-batch negatives: the
     meta-gradient through a 3-step window equals central differences (support and draws fixed)."""
     from td3rec.summary.support import top_k_support
 
     model = tiny_learner()
-    inner = InnerLoop(model, InnerConfig(lr=0.05, batch_size=2, negatives=5), N_SEQ)
+    inner = InnerLoop(model, InnerConfig(lr=0.05, batch_size=2, negatives=5, freeze_item_embedding=frozen), N_SEQ)
     f = {k: v.clone().requires_grad_(k != "V") for k, v in factors().items()}
     support = top_k_support(tucker_core_product(f["G"], f["U"], f["T"]), f["V"], 3)
     negatives = torch.tensor([0, 2, 2, 6])

@@ -186,6 +186,20 @@ def test_cell_keys_ignore_later_settings_at_their_neutral_value(toy_data, tmp_pa
     config.distill.precision = "bf16"
     bf16 = next(c for c in benchmark.plan_cells(config, {"toy": "f"}) if c.kind == "td3")
     assert bf16.settings["distill"]["precision"] == "bf16" and bf16.key != td3.key
+    config.distill.precision = "fp32"
+
+
+@pytest.mark.parametrize("key, value", [("support_size", 8), ("support_refresh", 3), ("outer_negatives", 64),
+                                        ("time_budget", 60.0), ("inner.negatives", 32)])
+def test_cell_keys_ignore_the_large_catalogue_settings_at_their_neutral_value(toy_data, tmp_path, key, value):
+    config = load_benchmark_config(_grid(toy_data, tmp_path))
+    td3 = next(c for c in benchmark.plan_cells(config, {"toy": "f"}) if c.kind == "td3")
+    *parent, leaf = key.split(".")
+    assert leaf not in (td3.settings["distill"][parent[0]] if parent else td3.settings["distill"])
+    setattr(config.distill.inner if parent else config.distill, leaf, value)
+    changed = next(c for c in benchmark.plan_cells(config, {"toy": "f"}) if c.kind == "td3")
+    node = changed.settings["distill"][parent[0]] if parent else changed.settings["distill"]
+    assert node[leaf] == value and changed.key != td3.key
 
 
 def test_dataset_distill_overrides_apply_to_that_dataset_only(toy_data, tmp_path):

@@ -97,6 +97,9 @@ class DistillConfig:
         support_size: k, the summary's top-k support per synthetic position: each position's distribution is the
             softmax over its k highest-scoring items, re-selected every outer step (0 = every item, the dense
             summary of the reference). Stored in the summary file; every reader applies it.
+        support_refresh: re-select the top-k supports every this many outer steps (1 = every step); between
+            refreshes the supports stay fixed while their logits keep learning. Saves the selection's
+            ``n · L · |I|`` scores on very large catalogues.
         outer_negatives: the real batch's cross-entropy normaliser estimated from the target plus this many
             uniformly sampled negatives shared by the batch (log-Q corrected); 0 = exact over every item.
         time_budget: wall-clock seconds for the whole distillation (0 = no budget): the number of outer steps is
@@ -141,6 +144,7 @@ class DistillConfig:
     device: str = "auto"
     precision: str = "fp32"
     support_size: int = 0
+    support_refresh: int = 1
     outer_negatives: int = 0
     time_budget: float = 0.0
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -199,6 +203,8 @@ class DistillConfig:
                             ("inner.negatives", self.inner.negatives), ("time_budget", self.time_budget)):
             if not value >= 0:  # (also rejects NaN)
                 raise ConfigError(f"{name} must be >= 0, got {value}")
+        if self.support_refresh < 1:
+            raise ConfigError(f"support_refresh must be >= 1, got {self.support_refresh}")
         if self.support_size and self.method == "farzi" and self.farzi_decoder == "full":
             raise ConfigError("support_size applies to TD3 and Farzi's factorised decoder, not the full decoder")
         if self.inner.weight_decay < 0 or self.inner.momentum < 0:
@@ -222,24 +228,44 @@ class DistillConfig:
 LARGE_CATALOGUE = 5000
 
 
+#: catalogues larger than this also get :data:`HUGE_CATALOGUE_SETTINGS`
+HUGE_CATALOGUE = 100_000
+
+
 def size_defaults(n_items: int) -> dict[str, object]:
     """Settings (dotted keys) that ``td3rec distill`` uses for a catalogue of ``n_items`` unless the user sets
-    them; measured on Amazon Beauty (12,101 items), see README "Large catalogues". Small catalogues keep the
-    TD3 reference settings of :class:`DistillConfig`."""
+    them; measured on Amazon Beauty (12,101 items) and generated catalogues up to 10^6 items, see README
+    "Large catalogues". Small catalogues keep the TD3 reference settings of :class:`DistillConfig`."""
     if n_items <= LARGE_CATALOGUE:
         return {}
-    return dict(LARGE_CATALOGUE_SETTINGS)
+    if n_items <= HUGE_CATALOGUE:
+        return dict(LARGE_CATALOGUE_SETTINGS)
+    return {**LARGE_CATALOGUE_SETTINGS, **HUGE_CATALOGUE_SETTINGS}
 
 
-#: the large-catalogue settings (each chosen by measurement on Beauty; README "Large catalogues")
+#: the large-catalogue settings (measured on Beauty; README "Large catalogues"): a top-64 support per position,
+#: sampled normalisers, the learner's item embedding fixed in the inner loop (so the support tables are gathered
+#: once per unroll), shorter unrolls and real batches (the learner carries over between outer steps, so more
+#: short outer steps fit a budget), a larger outer learning rate, and selection by the full-ranking metric under
+#: the protocol the summaries are judged by
 LARGE_CATALOGUE_SETTINGS: dict[str, object] = {
     "support_size": 64,
     "inner.negatives": 512,
+    "inner.freeze_item_embedding": True,
     "outer_negatives": 2048,
-    "outer_lr": 0.3,
+    "inner_steps": 100,
     "window": 20,
     "real_batch_size": 1024,
+    "outer_lr": 0.3,
     "select_metric": "full:NDCG@10",
+    "eval_init": "shared-item-factor",
+}
+
+
+#: on top of the large-catalogue settings, beyond 10^5 items: the supports are re-selected every 10 outer steps
+#: (the selection scores n · L · |I| pairs; catalogue_scale.md)
+HUGE_CATALOGUE_SETTINGS: dict[str, object] = {
+    "support_refresh": 10,
 }
 
 

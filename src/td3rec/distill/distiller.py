@@ -265,7 +265,9 @@ class Distiller:
                     state = inner.start(self._start_params(teacher, generator))
                 n_unroll = draw_unroll_length(cfg.inner_steps, cfg.window, cfg.random_unroll, generator)
                 W = summary.core_product()
-                support = top_k_support(W, summary.item_factor, k) if k else None
+                if k and (progress.support is None or progress.global_step % cfg.support_refresh == 0):
+                    progress.support = top_k_support(W, summary.item_factor, k).cpu()  # (saved for --resume)
+                support = progress.support.to(self.device) if k else None
                 state = inner.unroll(state, W, summary.item_factor, n_unroll, cfg.window, generator, support)
                 negatives = (draw_negatives(self.dataset.n_items, cfg.outer_negatives, generator, self.device)
                              if cfg.outer_negatives else None)

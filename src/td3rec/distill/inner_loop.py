@@ -19,7 +19,7 @@ from td3rec.distill.functional_optim import FunctionalOptimizer, make_functional
 from td3rec.distill.objective import draw_cut_positions, sequence_loss
 from td3rec.models.base import SequentialRecommender
 from td3rec.summary.readout import soft_readout
-from td3rec.summary.support import draw_negatives, sampled_logsumexp, sparse_probabilities, sparse_readout
+from td3rec.summary.support import draw_negatives, sampled_logsumexp
 from td3rec.utils.precision import learner_autocast
 
 EMBEDDING_KEY = "item_embedding.weight"
@@ -50,6 +50,32 @@ def _detach(obj: Any) -> Any:
     if hasattr(obj, "__dataclass_fields__"):
         return type(obj)(**{k: _detach(getattr(obj, k)) for k in obj.__dataclass_fields__})
     return obj
+
+
+@dataclass
+class SupportTables:
+    """An unroll's read-out over top-k supports (:mod:`td3rec.summary.support`), gathered once: the summary is
+    fixed during the plain steps, the supports for the whole outer step, and a frozen item embedding for the
+    whole unroll.
+
+    Attributes:
+        support: ``[n, L, k]`` item rows of each position's support.
+        keys: ``V[support]`` ``[n, L, k, d3]`` (in the graph when ``V`` is learned).
+        probs: the support's probabilities ``[n, L, k]`` for the plain steps (no graph).
+        values: ``E[support]`` ``[n, L, k, H]`` when the learner's item embedding is frozen, else ``None``.
+        inputs: the plain steps' input vectors ``[n, L, H]`` when the embedding is frozen, else ``None``.
+    """
+
+    support: torch.Tensor
+    keys: torch.Tensor
+    probs: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    inputs: torch.Tensor | None = None
+
+    def select(self, take) -> "SupportTables":
+        """The tables of some synthetic rows (``take`` maps an ``[n, ...]`` table to its rows)."""
+        return SupportTables(*(None if t is None else take(t) for t in
+                               (self.support, self.keys, self.probs, self.values, self.inputs)))
 
 
 class InnerLoop:
@@ -93,16 +119,24 @@ class InnerLoop:
 
     # -- one step ---------------------------------------------------------------------------------
     def loss(self, params: Params, W_rows: torch.Tensor, V: torch.Tensor, generator: torch.Generator | None,
-             probs_rows: torch.Tensor | None = None, support_rows: torch.Tensor | None = None) -> torch.Tensor:
+             probs_rows: torch.Tensor | None = None, tables: SupportTables | None = None,
+             differentiable: bool = True) -> torch.Tensor:
         """The augmented soft objective of the learner at ``params`` on synthetic rows with core product ``W_rows``
         (or their precomputed item distributions ``probs_rows``, for steps without graph to the summary).
-        ``support_rows [b, L, k]``: the rows' top-k supports (:mod:`td3rec.summary.support`); then
-        ``probs_rows`` are the support's probabilities ``[b, L, k]``."""
+        ``tables``: the rows' top-k support tables; then the read-out is over the supports (the plain steps'
+        from the tables' probabilities, the window steps' from ``W_rows`` and the support keys)."""
         n_items = self.model.n_items
         E = params[EMBEDDING_KEY][1 : n_items + 1]
-        if support_rows is not None:
-            inputs = (torch.einsum("blk,blkh->blh", probs_rows, E[support_rows]) if probs_rows is not None
-                      else sparse_readout(W_rows, V, E, support_rows))
+        support_rows = tables.support if tables is not None else None
+        if tables is not None:
+            values = tables.values if tables.values is not None else E[tables.support]
+            if not differentiable and tables.inputs is not None:
+                inputs = tables.inputs
+            elif not differentiable:
+                inputs = torch.einsum("blk,blkh->blh", tables.probs, values)
+            else:
+                p = torch.softmax(torch.einsum("bld,blkd->blk", W_rows, tables.keys), dim=-1)
+                inputs = torch.einsum("blk,blkh->blh", p, values)
         else:
             inputs = probs_rows @ E if probs_rows is not None else soft_readout(W_rows, V, E, self.chunk_size)
         full = torch.full((inputs.shape[0],), inputs.shape[1], dtype=torch.long, device=inputs.device)
@@ -134,10 +168,10 @@ class InnerLoop:
 
     def step(self, state: LearnerState, W: torch.Tensor, V: torch.Tensor, differentiable: bool,
              generator: torch.Generator | None = None, probs: torch.Tensor | None = None,
-             support: torch.Tensor | None = None) -> LearnerState:
+             tables: SupportTables | None = None) -> LearnerState:
         """One inner update. ``differentiable``: keep the graph (to ``W`` and through the update itself).
-        ``probs``: the summary's distributions ``[n, L, I]`` when precomputed (only without graph), or their
-        support probabilities ``[n, L, k]`` with ``support [n, L, k]``."""
+        ``probs``: the summary's distributions ``[n, L, I]`` when precomputed (only without graph).
+        ``tables``: read the summary out over top-k supports (:meth:`support_tables`)."""
         rows = self.rows(state.step).to(W.device)
         if differentiable:
             params = state.params
@@ -147,7 +181,8 @@ class InnerLoop:
         with learner_autocast(self.precision, W.device):
             loss = self.loss(params, W[rows], V, generator,
                              self._rows_of(probs, state.step) if probs is not None else None,
-                             self._rows_of(support, state.step) if support is not None else None)
+                             tables.select(lambda t: self._rows_of(t, state.step)) if tables is not None else None,
+                             differentiable)
         grads = torch.autograd.grad(loss, [params[k] for k in self.trainable], create_graph=differentiable)
         trainable = {k: params[k] for k in self.trainable}
         grad_dict = dict(zip(self.trainable, grads))
@@ -162,25 +197,37 @@ class InnerLoop:
         merged.update(new)
         return LearnerState(merged, opt_state, state.step + 1)
 
+    def support_tables(self, params: Params, W: torch.Tensor, V: torch.Tensor, support: torch.Tensor,
+                       plain: bool) -> SupportTables:
+        """Gather an unroll's support tables (``plain``: there are plain steps, so their probabilities are
+        needed). With a frozen item embedding the values, and the plain steps' inputs, are gathered once."""
+        keys = V[support]
+        probs = torch.softmax(torch.einsum("nld,nlkd->nlk", W.detach(), keys.detach()), dim=-1) if plain else None
+        values = inputs = None
+        if EMBEDDING_KEY not in self.trainable:
+            values = params[EMBEDDING_KEY][1 : self.model.n_items + 1].detach()[support]
+            inputs = torch.einsum("nlk,nlkh->nlh", probs, values) if plain else None
+        return SupportTables(support, keys, probs, values, inputs)
+
     def unroll(self, state: LearnerState, W: torch.Tensor, V: torch.Tensor, n_steps: int, window: int,
                generator: torch.Generator | None = None, support: torch.Tensor | None = None) -> LearnerState:
         """``n_steps`` inner updates; only the last ``window`` keep the graph to ``W`` (RaT-BPTT).
         ``support [n, L, k]``: read the summary out over these top-k supports (none: over every item)."""
         window = min(window, n_steps)
-        probs = None
-        if n_steps > window:  # the summary is fixed during the plain steps: read its distributions out once
-            if support is not None:
-                probs = sparse_probabilities(W.detach(), V.detach(), support)
-            elif W.shape[0] * W.shape[1] * V.shape[0] <= self.cache_limit:
-                probs = torch.softmax(W.detach() @ V.detach().T, dim=-1)
+        probs = tables = None
+        if support is not None:
+            tables = self.support_tables(state.params, W, V, support, plain=n_steps > window)
+        elif n_steps > window and W.shape[0] * W.shape[1] * V.shape[0] <= self.cache_limit:
+            # the summary is fixed during the plain steps: read its distributions out once
+            probs = torch.softmax(W.detach() @ V.detach().T, dim=-1)
         for _ in range(n_steps - window):
-            state = self.step(state, W, V, differentiable=False, generator=generator, probs=probs, support=support)
+            state = self.step(state, W, V, differentiable=False, generator=generator, probs=probs, tables=tables)
         del probs
         if window > 0:
             params = {k: v.detach().requires_grad_(k in self.trainable) for k, v in state.params.items()}
             state = LearnerState(params, _detach(state.opt_state), state.step)
             for _ in range(window):
-                state = self.step(state, W, V, differentiable=True, generator=generator, support=support)
+                state = self.step(state, W, V, differentiable=True, generator=generator, tables=tables)
         return state
 
 

@@ -40,6 +40,8 @@ class DistillProgress:
         elapsed: seconds spent in the outer loop so far, validations included (a time budget's clock).
         planned_steps: outer steps a time-budget run has planned (0 without a budget).
         validation_seconds: timings of the validations so far.
+        support: the summary's current top-k supports ``[n, L, k]`` (re-selected every ``support_refresh`` outer
+            steps; ``None`` for a dense summary or before the first step).
     """
 
     epoch: int = 1
@@ -58,6 +60,7 @@ class DistillProgress:
     elapsed: float = 0.0
     planned_steps: int = 0
     validation_seconds: list[float] = field(default_factory=list)
+    support: torch.Tensor | None = None
 
     def to_payload(self) -> dict[str, Any]:
         """A plain dict for the checkpoint."""

@@ -86,6 +86,17 @@ def sampled_logsumexp(h: torch.Tensor, E: torch.Tensor, positives: torch.Tensor,
     n_items, m = E.shape[0], negatives.shape[0]
     pos = torch.einsum("bh,bkh->bk", h, E[positives])
     neg = h @ E[negatives].T
-    dup = (negatives[None, :, None] == positives[:, None, :]).any(-1)  # [B, m]: counted among the positives
+    dup = _among(negatives, positives)  # [B, m]: counted among the row's positives already
     neg = (neg + math.log(n_items / m)).masked_fill(dup, float("-inf"))
     return torch.logsumexp(torch.cat([pos, neg], dim=1), dim=1)
+
+
+def _among(negatives: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """``[B, m]``: whether negative ``j`` is one of row ``b``'s positives (a binary search in each sorted row)."""
+    rows, k = positives.shape
+    query = negatives.expand(rows, -1).contiguous()
+    if k == 0:
+        return torch.zeros_like(query, dtype=torch.bool)
+    ordered = positives.sort(dim=1).values
+    at = torch.searchsorted(ordered, query).clamp(max=k - 1)
+    return ordered.gather(1, at) == query
