@@ -11,7 +11,7 @@ and the meta-backward.
     OMP_NUM_THREADS=1 TD3REC_DATA_DIR=../shared/data python benchmarks/large_catalogue_speed.py \\
         --teacher runs/teacher-beauty --rounds 5 \\
         --variant reference: \\
-        --variant "large:support_size=256,inner.negatives=1024,outer_negatives=2048"
+        --variant "large:support_size=64,inner.negatives=512,outer_negatives=2048,..."
 
 Writes ``benchmarks/results/NAME.json`` and ``.md`` (``--name``, default ``large_catalogue_speed``).
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from td3rec.config import from_dict, parse_override, to_dict
+from td3rec.config import load_config, to_dict
 from td3rec.data import load_dataset
 from td3rec.data.sequences import leave_one_out, prefix_examples
 from td3rec.distill.config import DistillConfig
@@ -45,14 +45,7 @@ RESULTS = Path(__file__).parent / "results"
 def variant_config(spec: str) -> tuple[str, DistillConfig]:
     """``NAME:key=value,key=value`` -> (name, config with those overrides of the defaults)."""
     name, _, body = spec.partition(":")
-    data = to_dict(DistillConfig())
-    for item in filter(None, body.split(",")):
-        keys, value = parse_override(item)
-        node = data
-        for key in keys[:-1]:
-            node = node[key]
-        node[keys[-1]] = value
-    return name, from_dict(DistillConfig, data)
+    return name, load_config(DistillConfig, None, [item for item in body.split(",") if item])
 
 
 def outer_step(model, start: dict, summary: TuckerSummary, batch, feats, n_unroll: int, cfg: DistillConfig,
@@ -81,8 +74,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True, help="NAME:key=value,... (repeatable)")
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds (after one warm-up round)")
     parser.add_argument("--unroll", type=int, default=0,
-                        help="fixed unroll length (default: drawn per round from U[window, inner_steps] of the "
-                             "first variant)")
+                        help="fixed unroll length (default: one uniform draw per round, mapped to each variant's "
+                             "own range [window, inner_steps])")
     parser.add_argument("--name", default="large_catalogue_speed")
     args = parser.parse_args()
     variants = [variant_config(v) for v in args.variant]
@@ -99,27 +92,28 @@ def main() -> None:
         model.eval()
         feats = model.features(pool.inputs, pool.lengths)
         model.train()
-    first = variants[0][1]
     summaries = {name: TuckerSummary(TuckerConfig(n_sequences=c.n_sequences, seq_len=c.seq_len, d1=c.d1, d2=c.d2),
                                      model.item_vectors().detach().clone(), generator=torch.Generator().manual_seed(0))
                  for name, c in variants}
     times: dict[str, list[float]] = {name: [] for name, _ in variants}
     unrolls = []
     for r in range(args.rounds + 1):  # round 0 is a warm-up
-        gen = torch.Generator().manual_seed(r)
-        n_unroll = args.unroll or int(torch.randint(first.window, first.inner_steps + 1, (1,), generator=gen))
-        unrolls.append(n_unroll)
-        line = []
+        u = float(torch.rand(1, generator=torch.Generator().manual_seed(r)))
+        line, lengths = [], {}
         for name, cfg in variants:
+            n_unroll = args.unroll or cfg.window + min(int(u * (cfg.inner_steps - cfg.window + 1)),
+                                                       cfg.inner_steps - cfg.window)
+            lengths[name] = n_unroll
             summaries[name].zero_grad(set_to_none=True)
             t0 = time.perf_counter()
-            outer_step(model, start, summaries[name], pool, feats, max(n_unroll, cfg.window), cfg,
+            outer_step(model, start, summaries[name], pool, feats, n_unroll, cfg,
                        torch.Generator().manual_seed(100 + r))
             seconds = time.perf_counter() - t0
             if r > 0:
                 times[name].append(seconds)
-            line.append(f"{name} {seconds:.2f} s")
-        print(f"round {r} (unroll {n_unroll}): " + ", ".join(line), flush=True)
+            line.append(f"{name} {seconds:.2f} s (unroll {n_unroll})")
+        unrolls.append(lengths)
+        print(f"round {r}: " + ", ".join(line), flush=True)
     med = {name: statistics.median(t) for name, t in times.items()}
     base = variants[0][0]
     out = {"command": " ".join(["python"] + sys.argv), "torch": torch.__version__, "platform": platform.platform(),
@@ -132,7 +126,8 @@ def main() -> None:
     md = (f"# Seconds per TD3 outer step on {dataset.name} ({dataset.n_items:,} items)\n\n"
           f"Command: `{out['command']}`  \n"
           f"torch {out['torch']}, {out['threads']} thread(s), {out['platform']}; {args.rounds} rounds after a warm-up, "
-          f"variants interleaved within each round (same unroll length, same seeds); unrolls {unrolls[1:]}.\n\n"
+          f"variants interleaved within each round (one uniform draw per round mapped to each variant's unroll range "
+          f"[window, inner_steps], same seeds); unrolls per round {unrolls[1:]}.\n\n"
           f"| variant | settings (over the reference defaults) | median s / outer step | speed-up vs {base} |\n"
           f"|---|---|---|---|\n{rows}\n")
     RESULTS.mkdir(parents=True, exist_ok=True)

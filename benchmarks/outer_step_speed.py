@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from td3rec.config import load_config
 from td3rec.data import load_dataset
 from td3rec.data.sequences import leave_one_out, prefix_examples
 from td3rec.distill.config import DistillConfig
@@ -32,6 +33,7 @@ from td3rec.distill.functional_optim import make_functional_optimizer
 from td3rec.distill.inner_loop import EMBEDDING_KEY, InnerLoop
 from td3rec.models import build_model
 from td3rec.models.positions import gather_positions
+from td3rec.summary.support import draw_negatives, top_k_support
 from td3rec.summary.tucker import TuckerConfig, TuckerSummary
 from td3rec.utils.atomic import write_json, write_text
 
@@ -97,9 +99,13 @@ def ours_outer_step(model, start, summary, batch, teacher_feats, n_steps, window
     inner = InnerLoop(model, cfg.inner, cfg.n_sequences, cfg.chunk_size)
     state = inner.start(start)
     W = summary.core_product()
-    state = inner.unroll(state, W, summary.item_factor, n_steps, window, generator)
+    n_items = summary.item_factor.shape[0]
+    support = top_k_support(W, summary.item_factor, cfg.support_size) if 0 < cfg.support_size < n_items else None
+    state = inner.unroll(state, W, summary.item_factor, n_steps, window, generator, support)
+    negatives = draw_negatives(n_items, cfg.outer_negatives, generator, "cpu") if cfg.outer_negatives else None
     model.eval()
-    loss, _, _ = outer_loss(model, state.params, batch, teacher_feats, cfg.feature_weight, cfg.chunk_size)
+    loss, _, _ = outer_loss(model, state.params, batch, teacher_feats, cfg.feature_weight, cfg.chunk_size,
+                            negatives=negatives)
     loss.backward()
     model.train()
     return float(loss.detach())
@@ -109,9 +115,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="outer steps per implementation")
     parser.add_argument("--unroll", type=int, default=120, help="inner steps per outer step (mean of U[40,200])")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="also time td3rec at other settings: NAME:key=value,... (repeatable; e.g. "
+                             "sparse:support_size=64,inner.negatives=512,outer_negatives=2048,"
+                             "inner.freeze_item_embedding=true)")
     parser.add_argument("--name", default="outer_step_speed")
     args = parser.parse_args()
     cfg = DistillConfig()
+    variants = {name: load_config(DistillConfig, None, [x for x in body.split(",") if x])
+                for name, _, body in (v.partition(":") for v in args.variant)}
+    impls = {"td3rec": (ours_outer_step, cfg), "naive": (naive_outer_step, cfg),
+             **{f"td3rec {name}": (ours_outer_step, c) for name, c in variants.items()}}
     torch.manual_seed(0)
     dataset = load_dataset("ml-100k")
     examples = prefix_examples(leave_one_out(dataset), cfg.max_len)
@@ -124,30 +138,36 @@ def main() -> None:
         model.train()
     summary = TuckerSummary(TuckerConfig(n_sequences=cfg.n_sequences, seq_len=cfg.seq_len, d1=cfg.d1, d2=cfg.d2),
                             model.item_vectors().detach().clone(), generator=torch.Generator().manual_seed(0))
-    times = {"td3rec": [], "naive": []}
-    losses = {"td3rec": [], "naive": []}
+    times = {name: [] for name in impls}
+    losses = {name: [] for name in impls}
     for step in range(args.steps + 1):  # first round is warm-up
-        for name, fn in (("td3rec", ours_outer_step), ("naive", naive_outer_step)):
+        for name, (fn, c) in impls.items():
             summary.zero_grad(set_to_none=True)
             t0 = time.perf_counter()
-            loss = fn(model, start, summary, batch, teacher_feats, args.unroll, cfg.window, cfg,
+            loss = fn(model, start, summary, batch, teacher_feats, args.unroll, cfg.window, c,
                       torch.Generator().manual_seed(step))
             if step > 0:
                 times[name].append(time.perf_counter() - t0)
                 losses[name].append(loss)
-        print(f"step {step}: td3rec {times['td3rec'][-1] if step else 0:.2f} s, naive "
-              f"{times['naive'][-1] if step else 0:.2f} s", flush=True)
+        if step:
+            print(f"step {step}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {"command": " ".join(["python"] + sys.argv), "torch": torch.__version__, "platform": platform.platform(),
            "threads": torch.get_num_threads(), "unroll": args.unroll, "window": cfg.window,
            "real_batch": cfg.real_batch_size, "summary": f"{cfg.n_sequences}x{cfg.seq_len}, d1=d2={cfg.d1}, d3=32",
-           "seconds": times, "median_seconds": med, "speedup": med["naive"] / med["td3rec"]}
+           "seconds": times, "median_seconds": med, "speedup": med["naive"] / med["td3rec"],
+           "variants": {name: args.variant[i] for i, name in enumerate(variants)},
+           "speedups": {name: med["naive"] / m for name, m in med.items() if name != "naive"}}
     md = (f"# One TD3 outer step on ML-100k (reference settings)\n\nCommand: `{out['command']}`  \n"
           f"torch {out['torch']}, {out['threads']} threads, {out['platform']}; unroll {args.unroll} inner steps "
           f"(window {cfg.window}), real batch {cfg.real_batch_size}, summary {out['summary']}; "
           f"{args.steps} steps each, interleaved.\n\n| implementation | median s / outer step |\n|---|---|\n"
-          f"| naive (reference-style) | {med['naive']:.2f} |\n| td3rec | {med['td3rec']:.2f} |\n\n"
-          f"Speed-up: **{out['speedup']:.2f}×**\n")
+          f"| naive (reference-style) | {med['naive']:.2f} |\n"
+          + "".join(f"| {name} | {med[name]:.2f} |\n" for name in impls if name != "naive")
+          + f"\nSpeed-up of td3rec (same computation as the naive step): **{out['speedup']:.2f}×**\n"
+          + "".join(f"\nSpeed-up of {name} (`{args.variant[i].partition(':')[2]}`; approximate, see README "
+                    f"'Large catalogues'): **{out['speedups']['td3rec ' + name]:.2f}×**\n"
+                    for i, name in enumerate(variants)))
     write_json(RESULTS / f"{args.name}.json", out)
     write_text(RESULTS / f"{args.name}.md", md)
     print(md)

@@ -108,3 +108,48 @@ def test_sampled_logsumexp_error_shrinks_with_more_negatives():
         errors.append(float((est - exact).abs().mean()))
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 0.05
+
+
+def test_distributions_of_a_summary_with_a_support_keep_k_items_per_position():
+    """Export and inspection read a top-k summary as distilled: k items per position, summing to one, entropy
+    at most log k, and item_log_probs agreeing with the blocks."""
+    from td3rec.summary.distributions import SummaryDistributions
+
+    W, V, _ = data()
+    dist = SummaryDistributions(W, V, [str(j) for j in range(1, V.shape[0] + 1)], support_size=5)
+    assert dist.uniform_entropy() == pytest.approx(math.log(5))
+    for block in dist.blocks(max_elements=2 * V.shape[0]):
+        probs = block.probs
+        assert ((probs > 0).sum(-1) == 5).all()
+        torch.testing.assert_close(probs.sum(-1), torch.ones(probs.shape[0], dtype=F64))
+        expected = (W[block.sequence, block.positions.start : block.positions.stop] @ V.T).topk(5).indices
+        assert torch.equal((probs > 0).nonzero()[:, 1].view(-1, 5), expected.sort(-1).values)
+        items = torch.tensor([0, 3, 11])
+        torch.testing.assert_close(dist.item_log_probs(block.sequence, items)[block.positions.start :
+                                                                             block.positions.stop],
+                                   block.log_probs[:, items])
+    dense = SummaryDistributions(W, V, [str(j) for j in range(1, V.shape[0] + 1)], support_size=V.shape[0])
+    first = next(dense.blocks())
+    torch.testing.assert_close(first.log_probs, torch.log_softmax(W[0, : first.log_probs.shape[0]] @ V.T, -1))
+
+
+def test_evaluation_source_of_a_summary_file_applies_its_support(tmp_path):
+    """A summary file whose metadata says support_size k trains evaluation learners on the top-k read-out."""
+    from td3rec.models import build_model
+    from td3rec.summary.factors import load_summary_factors
+    from td3rec.summary.io import save_summary
+
+    gen = torch.Generator().manual_seed(1)
+    tensors = {"U": torch.randn(3, 2, generator=gen), "T": torch.randn(4, 2, generator=gen),
+               "G": torch.randn(2, 2, 8, generator=gen), "V": torch.randn(20, 8, generator=gen)}
+    meta = {"method": "td3", "support_size": 6, "n_items": 20}
+    save_summary(tmp_path / "s.safetensors", tensors, meta)
+    factors = load_summary_factors(tmp_path / "s.safetensors")
+    source = factors.source()
+    model = build_model("sasrec", 20, 4, hidden_size=8)
+    rows = torch.tensor([0, 2])
+    support = top_k_support(factors.queries, factors.keys, 6)
+    expected = sparse_readout(factors.queries[rows], factors.keys, model.item_vectors(), support[rows])
+    torch.testing.assert_close(source.vectors(model, rows), expected)
+    dense = soft_readout(factors.queries[rows], factors.keys, model.item_vectors())
+    assert not torch.allclose(source.vectors(model, rows), dense)
