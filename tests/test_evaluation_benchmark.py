@@ -193,6 +193,7 @@ def test_cell_keys_ignore_later_settings_at_their_neutral_value(toy_data, tmp_pa
                                         ("time_budget", 60.0), ("inner.negatives", 32)])
 def test_cell_keys_ignore_the_large_catalogue_settings_at_their_neutral_value(toy_data, tmp_path, key, value):
     config = load_benchmark_config(_grid(toy_data, tmp_path))
+    config.methods = [m for m in config.methods if m.name != "farzi-full"]  # (no support for a full decoder)
     td3 = next(c for c in benchmark.plan_cells(config, {"toy": "f"}) if c.kind == "td3")
     *parent, leaf = key.split(".")
     assert leaf not in (td3.settings["distill"][parent[0]] if parent else td3.settings["distill"])
@@ -229,3 +230,14 @@ def test_dataset_distill_overrides_apply_to_that_dataset_only(toy_data, tmp_path
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="on toy2: .*window 99"):
         load_benchmark_config(path)
+
+
+def test_results_table_has_the_distillation_seed_of_distilled_data_only():
+    record = {"dataset": "d", "method": "td3-s2", "kind": "td3", "seed": 1, "status": "done",
+              "settings": {"distill": {"seed": 2}}, "test": {"full": {"NDCG@10": 0.5}}}
+    row = benchmark.flat_row(record, ["full:NDCG@10"])
+    assert row["distill_seed"] == 2 and row["seed"] == 1 and row["full:NDCG@10"] == 0.5
+    assert list(row)[:11] == ["dataset", "method", "kind", "family", "n", "seq_len", "arch", "init", "seed",
+                              "distill_seed", "status"]
+    subset = benchmark.flat_row({"kind": "longest", "settings": {"teacher": {"seed": 0}}}, [])
+    assert subset["distill_seed"] is None

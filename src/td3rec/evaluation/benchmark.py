@@ -679,8 +679,10 @@ def run_benchmark(config: BenchmarkConfig, results_dir: str | Path, data_dir: st
 # -- results table ----------------------------------------------------------------------------------------
 def flat_row(record: dict, metric_keys: list[str]) -> dict:
     """A cell record as one flat table row (metrics as ``PROTOCOL:METRIC`` columns)."""
-    row = {k: record.get(k) for k in ("dataset", "method", "kind", "family", "n", "seq_len", "arch", "init", "seed",
-                                      "status", "reason")}
+    row = {k: record.get(k) for k in ("dataset", "method", "kind", "family", "n", "seq_len", "arch", "init", "seed")}
+    distill = (record.get("settings") or {}).get("distill")
+    row["distill_seed"] = distill.get("seed") if isinstance(distill, dict) else None  # (distilled data only)
+    row.update({k: record.get(k) for k in ("status", "reason")})
     test = record.get("test") or {}
     for key in metric_keys:
         protocol, _, metric = key.partition(":")
