@@ -4,6 +4,7 @@ example grids are valid configs."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -241,3 +242,33 @@ def test_results_table_has_the_distillation_seed_of_distilled_data_only():
                               "distill_seed", "status"]
     subset = benchmark.flat_row({"kind": "longest", "settings": {"teacher": {"seed": 0}}}, [])
     assert subset["distill_seed"] is None
+
+
+# -- the committed grid's cell keys -------------------------------------------------------------------------
+def _committed_fingerprints() -> dict[str, str]:
+    """The dataset fingerprints the committed grid's cells were computed with (from their settings)."""
+    found: dict[str, set[str]] = {}
+    for path in (REPO / "benchmarks" / "results" / "grid" / "cells").glob("*.json"):
+        settings = json.loads(path.read_text(encoding="utf-8"))["settings"]
+        found.setdefault(settings["dataset"], set()).add(settings["fingerprint"])
+    assert all(len(v) == 1 for v in found.values()), found
+    return {name: next(iter(v)) for name, v in found.items()}
+
+
+def test_grid_cell_keys_are_the_recorded_ones():
+    """`benchmarks/grid.yaml` planned with fixed fingerprints gives the keys recorded in
+    tests/data/grid_cell_keys.json (saved before the experiment layer moved): moving or splitting code must not
+    change a key, or every finished cell would be recomputed."""
+    config = load_benchmark_config(REPO / "benchmarks" / "grid.yaml")
+    keys = sorted(c.key for c in benchmark.plan_cells(config, {"ml-100k": "a", "beauty": "b"}))
+    assert keys == json.loads((REPO / "tests" / "data" / "grid_cell_keys.json").read_text(encoding="utf-8"))
+
+
+def test_committed_grid_cells_are_planned_by_the_grid():
+    """Every row of the committed results table is a cell that `benchmarks/grid.yaml` plans for the real
+    datasets (their fingerprints as the cells recorded them): a rerun would reuse them all."""
+    config = load_benchmark_config(REPO / "benchmarks" / "grid.yaml")
+    planned = {c.key for c in benchmark.plan_cells(config, _committed_fingerprints())}
+    with open(REPO / "benchmarks" / "results" / "grid" / "results.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and {row["key"] for row in rows} <= planned
