@@ -28,7 +28,7 @@ import torch
 from td3rec.data import load_dataset
 from td3rec.data.loading import default_preprocess_config
 from td3rec.errors import UserError
-from td3rec.evaluation.proxy import format_report, load_proxy_config, metric_of, run_proxy, seconds
+from td3rec.experiments.proxy import format_report, load_proxy_config, metric_of, run_proxy, seconds
 from td3rec.training.checkpoint import load_checkpoint
 from td3rec.utils.atomic import write_json, write_text
 

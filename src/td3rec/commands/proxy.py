@@ -13,7 +13,7 @@ from pathlib import Path
 
 from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args
 from td3rec.errors import ConfigError
-from td3rec.evaluation.proxy import format_report, load_proxy_config, run_proxy
+from td3rec.experiments.proxy import format_report, load_proxy_config, run_proxy
 from td3rec.training.checkpoint import load_checkpoint
 from td3rec.utils.atomic import write_json
 from td3rec.utils.device import resolve_device

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from td3rec.evaluation.report import REPORT_FILE, write_report
+from td3rec.experiments.report import REPORT_FILE, write_report
 
 NAME = "report"
 HELP = "write a Markdown report (tables, figures, cost view) from the results of td3rec benchmark"

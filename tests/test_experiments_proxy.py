@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from td3rec.cli import main
 from td3rec.errors import ConfigError
-from td3rec.evaluation.proxy import (
+from td3rec.experiments.proxy import (
     ProxyCandidate,
     ProxyConfig,
     agreement,

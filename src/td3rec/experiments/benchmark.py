@@ -56,7 +56,7 @@ from td3rec.errors import ConfigError, DivergedError
 from td3rec.evaluation.evaluator import EvalConfig
 from td3rec.evaluation.initialisation import PROTOCOLS
 from td3rec.evaluation.learner_training import LearnerTrainingConfig
-from td3rec.evaluation.proxy import FullTrainingConfig, _warm_up
+from td3rec.experiments.proxy import FullTrainingConfig, _warm_up
 from td3rec.evaluation.sources import HardSequences
 from td3rec.evaluation.summary_eval import evaluate_sources
 from td3rec.models.registry import MODEL_NAMES, build_model, make_model_config, max_input_length

@@ -14,8 +14,8 @@ import yaml
 from td3rec.cli import main
 from td3rec.distill.distiller import Distiller
 from td3rec.errors import ConfigError
-from td3rec.evaluation import benchmark
-from td3rec.evaluation.benchmark import load_benchmark_config, run_benchmark
+from td3rec.experiments import benchmark
+from td3rec.experiments.benchmark import load_benchmark_config, run_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 

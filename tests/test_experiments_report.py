@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from td3rec.cli import main
-from td3rec.evaluation.report import load_results, write_report
+from td3rec.experiments.report import load_results, write_report
 from td3rec.utils.atomic import write_json
 
 METHODS = ["random", "popular", "farzi", "td3"]
@@ -145,7 +145,7 @@ def test_cli_writes_a_complete_folder_and_needs_overwrite(results, tmp_path, cap
 
 def test_verdict_without_rivals_claims_nothing():
     """A TD3 cell with no Farzi or subset at its budget (a partial grid) is not called best."""
-    from td3rec.evaluation.report import Group, ReportView, td3_verdict
+    from td3rec.experiments.report import Group, ReportView, td3_verdict
 
     key = ("d", "td3", 30, 10, "sasrec", "shared-item-factor")
     groups = {key: Group(*key, rows=[{"full:NDCG@10": 0.2}])}
@@ -159,7 +159,7 @@ def test_verdict_without_rivals_claims_nothing():
 
 def test_quality_cell_with_missing_seeds_says_how_many():
     """A partial grid: a cell with 1 of 3 seeds is marked, complete cells are not."""
-    from td3rec.evaluation.report import Group, quality_table
+    from td3rec.experiments.report import Group, quality_table
 
     def group(method, values):
         return Group("d", method, 30, 10, "sasrec", "scratch", rows=[{"full:NDCG@10": v} for v in values])
