@@ -100,6 +100,17 @@ def one(n_items: int, impl: str, steps: int, inner_steps: int, window: int, real
             "settings": size_defaults(n_items) if impl == "large" else {}}
 
 
+def _combine(group: list[dict]) -> dict:
+    """One table row from a (size, implementation)'s rounds: medians of their timings, the largest peak RSS."""
+    done = [r for r in group if "median_seconds" in r]
+    if not done:
+        return group[0]
+    return {**done[0], "median_seconds": statistics.median(r["median_seconds"] for r in done),
+            "mean_seconds": statistics.median(r["mean_seconds"] for r in done),
+            "peak_rss_gib": max(r["peak_rss_gib"] for r in done), "rounds": len(done),
+            "round_mean_seconds": [r["mean_seconds"] for r in done]}
+
+
 def naive_step(model, start, summary, batch, teacher, inner_steps, window, config, make_opt, key, F, fcall):
     """Reference-style: the whole n × L × |I| summary per inner step, full score tables."""
     opt = make_opt("adam", lr=config.lr, weight_decay=config.weight_decay)
@@ -133,6 +144,9 @@ def main() -> None:
     parser.add_argument("--real-batch", type=int, default=256)
     parser.add_argument("--naive-limit-gb", type=float, default=2.0, help="skip the naive path above this summary size")
     parser.add_argument("--one", nargs=2, metavar=("ITEMS", "IMPL"), help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every (size, implementation) run this many times, interleaved; the table shows "
+                             "the median over rounds")
     parser.add_argument("--impls", nargs="+", default=["large", "td3rec", "naive"],
                         help="large (the catalogue size's default settings), td3rec (dense, exact), naive")
     parser.add_argument("--name", default="catalogue_scale")
@@ -140,32 +154,36 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(int(args.one[0]), args.one[1], args.steps, args.inner_steps, args.window, args.real_batch)))
         return
-    rows = []
-    for n_items in args.items:
-        for impl in args.impls:
-            summary_gb = N * L * n_items * 4 / 2**30
-            if impl == "naive" and summary_gb > args.naive_limit_gb:
-                rows.append({"items": n_items, "impl": impl, "skipped": f"n×L×|I| summary alone is {summary_gb:.1f} GiB "
-                             f"per copy (and the window keeps {args.window} copies)"})
-                continue
-            cmd = [sys.executable, __file__, "--one", str(n_items), impl, "--steps", str(args.steps),
-                   "--inner-steps", str(args.inner_steps), "--window", str(args.window), "--real-batch", str(args.real_batch)]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                rows.append({"items": n_items, "impl": impl, "failed": done.stderr.strip().splitlines()[-1:]})
-            else:
-                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(rows[-1], flush=True)
+    runs: dict[tuple[int, str], list[dict]] = {}
+    for _ in range(args.rounds):  # sizes interleaved round by round: they see the same machine load
+        for n_items in args.items:
+            for impl in args.impls:
+                summary_gb = N * L * n_items * 4 / 2**30
+                if impl == "naive" and summary_gb > args.naive_limit_gb:
+                    runs[(n_items, impl)] = [{"items": n_items, "impl": impl, "skipped": f"n×L×|I| summary alone is "
+                                              f"{summary_gb:.1f} GiB per copy (and the window keeps {args.window} copies)"}]
+                    continue
+                cmd = [sys.executable, __file__, "--one", str(n_items), impl, "--steps", str(args.steps),
+                       "--inner-steps", str(args.inner_steps), "--window", str(args.window), "--real-batch", str(args.real_batch)]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    result = {"items": n_items, "impl": impl, "failed": done.stderr.strip().splitlines()[-1:]}
+                else:
+                    result = json.loads(done.stdout.strip().splitlines()[-1])
+                runs.setdefault((n_items, impl), []).append(result)
+                print(result, flush=True)
+    rows = [_combine(group) for group in runs.values()]
     meta = {"command": " ".join(["python"] + sys.argv), "torch": torch.__version__, "platform": platform.platform(),
             "n": N, "L": L, "d1=d2": D, "hidden": HIDDEN, "inner_steps": args.inner_steps, "window": args.window,
-            "real_batch": args.real_batch, "outer_steps": args.steps}
+            "real_batch": args.real_batch, "outer_steps": args.steps, "rounds": args.rounds}
     lines = ["# Catalogue scale: one TD3 outer step, generated data", "", f"Command: `{meta['command']}`  ",
              f"torch {meta['torch']}, {meta['platform']}; n={N}, L={L}, d1=d2={D}, hidden={HIDDEN}, unroll "
              f"{args.inner_steps} inner steps (window {args.window}), real batch {args.real_batch}, "
-             f"{args.steps} outer steps (median and mean of all but the first; the mean amortises support "
+             f"{args.steps} outer steps per run (median and mean of all but the first; the mean amortises support "
              "re-selections); learner item embedding frozen in the inner loop. `large` = td3rec with the catalogue "
              "size's default settings (`td3rec.distill.config.size_defaults`: top-k supports, sampled normalisers); "
-             "`td3rec` = dense, exact read-out and normalisers.",
+             "`td3rec` = dense, exact read-out and normalisers. "
+             f"{args.rounds} round(s), sizes interleaved; each cell is the median over rounds of the runs' values.",
              "", "| items | implementation | settings | median s / outer step | mean s / outer step | peak RSS (GiB) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
