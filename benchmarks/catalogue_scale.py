@@ -49,7 +49,7 @@ def one(n_items: int, impl: str, steps: int, inner_steps: int, window: int, real
     from td3rec.distill.functional_optim import make_functional_optimizer
     from td3rec.distill.config import DistillConfig, size_defaults
     from td3rec.distill.inner_loop import EMBEDDING_KEY, InnerLoop
-    from td3rec.summary.support import draw_negatives, top_k_support
+    from td3rec.summary.support import draw_negatives, refresh_support, top_k_support
     from td3rec.models import build_model
     from td3rec.summary.tucker import TuckerConfig, TuckerSummary
 
@@ -75,8 +75,10 @@ def one(n_items: int, impl: str, steps: int, inner_steps: int, window: int, real
         if impl == "large":  # td3rec at the catalogue size's default settings (td3rec.distill.config.size_defaults)
             inner = InnerLoop(model, large_inner, N, chunk_size=8192)
             W = summary.core_product()
-            if large.support_size and (support is None or step % large.support_refresh == 0):
-                support = top_k_support(W, summary.item_factor, large.support_size)
+            if large.support_size:  # as the distiller: a full selection, then a slice of the catalogue per step
+                support = (top_k_support(W, summary.item_factor, large.support_size) if support is None else
+                           refresh_support(W, summary.item_factor, support, step % large.support_refresh,
+                                           large.support_refresh))
             state = inner.unroll(inner.start(start), W, summary.item_factor, inner_steps, window,
                                  torch.Generator().manual_seed(step), support)
             model.eval()

@@ -153,3 +153,20 @@ def test_evaluation_source_of_a_summary_file_applies_its_support(tmp_path):
     torch.testing.assert_close(source.vectors(model, rows), expected)
     dense = soft_readout(factors.queries[rows], factors.keys, model.item_vectors())
     assert not torch.allclose(source.vectors(model, rows), dense)
+
+
+def test_refresh_with_one_part_is_the_exact_selection_and_sweeps_converge():
+    """parts = 1 re-selects exactly; sweeping 4 parts from a stale support reaches the exact top k, never holds
+    an item twice, and keeps the current support's items while they stay on top."""
+    from td3rec.summary.support import refresh_support
+
+    W, V, _ = data(n_items=101)
+    stale = top_k_support(torch.randn_like(W), V, 7)
+    exact = top_k_support(W, V, 7)
+    assert torch.equal(refresh_support(W, V, stale, 0, 1, chunk_size=10).sort(-1).values, exact.sort(-1).values)
+    support = stale
+    for part in range(4):
+        support = refresh_support(W, V, support, part, 4, chunk_size=9)
+        assert all(len(set(row.tolist())) == 7 for row in support.reshape(-1, 7))
+    assert torch.equal(support.sort(-1).values, exact.sort(-1).values)
+    assert torch.equal(refresh_support(W, V, exact, 2, 4).sort(-1).values, exact.sort(-1).values)

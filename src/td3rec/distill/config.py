@@ -97,9 +97,10 @@ class DistillConfig:
         support_size: k, the summary's top-k support per synthetic position: each position's distribution is the
             softmax over its k highest-scoring items, re-selected every outer step (0 = every item, the dense
             summary of the reference). Stored in the summary file; every reader applies it.
-        support_refresh: re-select the top-k supports every this many outer steps (1 = every step); between
-            refreshes the supports stay fixed while their logits keep learning. Saves the selection's
-            ``n · L · |I|`` scores on very large catalogues.
+        support_refresh: the top-k supports are re-selected over the whole catalogue once every this many outer
+            steps, one slice of it per step: every step re-scores each position's current support with the
+            current factors and merges in the best items of the next ``|I| / support_refresh`` (1 = an exact
+            selection every step). Spreads the selection's ``n · L · |I|`` scores on very large catalogues.
         outer_negatives: the real batch's cross-entropy normaliser estimated from the target plus this many
             uniformly sampled negatives shared by the batch (log-Q corrected); 0 = exact over every item.
         time_budget: wall-clock seconds for the whole distillation (0 = no budget): the number of outer steps is
@@ -260,8 +261,8 @@ LARGE_CATALOGUE_SETTINGS: dict[str, object] = {
 }
 
 
-#: on top of the large-catalogue settings, beyond 10^5 items: the supports are re-selected every 10 outer steps
-#: (the selection scores n · L · |I| pairs) and the learner's item embedding is fixed in the inner loop (a
+#: on top of the large-catalogue settings, beyond 10^5 items: the supports sweep the catalogue over 10 outer
+#: steps (a full selection scores n · L · |I| pairs) and the learner's item embedding is fixed in the inner loop (a
 #: trainable |I| × H table costs an Adam update of the whole table per inner step and a copy per window step:
 #: ~10 GB at 10^6 items). Measured trade: on Beauty a frozen embedding distilled far worse summaries
 #: (README "Large catalogues"), so it is kept for the sizes where memory forces it.

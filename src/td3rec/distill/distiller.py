@@ -35,7 +35,7 @@ from td3rec.evaluation.summary_eval import evaluate_sources
 from td3rec.models.registry import build_model
 from td3rec.summary.io import save_summary
 from td3rec.summary.readout import logsumexp_scores
-from td3rec.summary.support import draw_negatives, sampled_logsumexp, top_k_support
+from td3rec.summary.support import draw_negatives, refresh_support, sampled_logsumexp, top_k_support
 from td3rec.distill.schedule import CALIBRATION_STEPS, UNPLANNED, TimeBudget, cosine_factor
 from td3rec.summary.tucker import TuckerSummary
 from td3rec.training.checkpoint import load_checkpoint
@@ -265,8 +265,11 @@ class Distiller:
                     state = inner.start(self._start_params(teacher, generator))
                 n_unroll = draw_unroll_length(cfg.inner_steps, cfg.window, cfg.random_unroll, generator)
                 W = summary.core_product()
-                if k and (progress.support is None or progress.global_step % cfg.support_refresh == 0):
-                    progress.support = top_k_support(W, summary.item_factor, k).cpu()  # (saved for --resume)
+                if k:  # (kept in the progress record for --resume)
+                    progress.support = (top_k_support(W, summary.item_factor, k) if progress.support is None else
+                                        refresh_support(W, summary.item_factor, progress.support.to(self.device),
+                                                        progress.global_step % cfg.support_refresh,
+                                                        cfg.support_refresh)).cpu()
                 support = progress.support.to(self.device) if k else None
                 state = inner.unroll(state, W, summary.item_factor, n_unroll, cfg.window, generator, support)
                 negatives = (draw_negatives(self.dataset.n_items, cfg.outer_negatives, generator, self.device)

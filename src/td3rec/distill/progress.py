@@ -40,8 +40,8 @@ class DistillProgress:
         elapsed: seconds spent in the outer loop so far, validations included (a time budget's clock).
         planned_steps: outer steps a time-budget run has planned (0 without a budget).
         validation_seconds: timings of the validations so far.
-        support: the summary's current top-k supports ``[n, L, k]`` (re-selected every ``support_refresh`` outer
-            steps; ``None`` for a dense summary or before the first step).
+        support: the summary's current top-k supports ``[n, L, k]`` (refreshed every outer step; ``None`` for a
+            dense summary or before the first step).
     """
 
     epoch: int = 1

@@ -34,20 +34,51 @@ def top_k_support(queries: torch.Tensor, keys: torch.Tensor, k: int, chunk_size:
     ``k >= I`` returns every item in index order (the dense limit)."""
     n_items = keys.shape[0]
     lead = queries.shape[:-1]
+    if k >= n_items:
+        return torch.arange(n_items, device=queries.device).expand(*lead, n_items)
+    q = queries.detach().reshape(-1, queries.shape[-1])
+    empty_val = q.new_full((q.shape[0], 0), float("-inf"))
+    empty_idx = torch.zeros(q.shape[0], 0, dtype=torch.long, device=q.device)
+    _, best = _stream_top_k(q, keys.detach(), k, 0, n_items, chunk_size, empty_val, empty_idx)
+    return best.reshape(*lead, k)
+
+
+def refresh_support(queries: torch.Tensor, keys: torch.Tensor, support: torch.Tensor, part: int, parts: int,
+                    chunk_size: int = SELECT_CHUNK) -> torch.Tensor:
+    """The top ``k`` of each position among its current ``support [..., k]`` (re-scored) and the items of catalogue
+    part ``part`` of ``parts`` (equal slices of the item rows): sweeping the parts over ``parts`` outer steps
+    costs ``1 / parts`` of a full selection per step while the kept items stay scored by the current factors.
+    With ``parts = 1`` it is exactly :func:`top_k_support`."""
+    n_items, k = keys.shape[0], support.shape[-1]
+    if k >= n_items:
+        return support
+    lead = queries.shape[:-1]
     q = queries.detach().reshape(-1, queries.shape[-1])
     keys = keys.detach()
-    if k >= n_items:
-        return torch.arange(n_items, device=q.device).expand(*lead, n_items)
-    best_val = q.new_full((q.shape[0], 0), float("-inf"))
-    best_idx = torch.zeros(q.shape[0], 0, dtype=torch.long, device=q.device)
-    for start in range(0, n_items, chunk_size):
-        scores = q @ keys[start : start + chunk_size].T
-        idx = torch.arange(start, start + scores.shape[1], device=q.device).expand(q.shape[0], -1)
-        vals = torch.cat([best_val, scores], dim=1)
-        cand = torch.cat([best_idx, idx], dim=1)
-        best_val, pos = vals.topk(min(k, vals.shape[1]), dim=1)
-        best_idx = cand.gather(1, pos)
-    return best_idx.reshape(*lead, k)
+    current = support.reshape(-1, k)
+    scores = torch.einsum("qd,qkd->qk", q, keys[current])
+    lo, hi = part * n_items // parts, (part + 1) * n_items // parts
+    _, best = _stream_top_k(q, keys, k, lo, hi, chunk_size, scores, current)
+    return best.reshape(*lead, k)
+
+
+def _stream_top_k(q: torch.Tensor, keys: torch.Tensor, k: int, lo: int, hi: int, chunk_size: int,
+                  best_val: torch.Tensor, best_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge the top ``k`` of item rows ``lo .. hi - 1`` into a running ``(best_val, best_idx)`` per query; an
+    item already in ``best_idx`` is not counted twice."""
+    for start in range(lo, hi, chunk_size):
+        stop = min(start + chunk_size, hi)
+        scores = q @ keys[start:stop].T
+        inside = (best_idx >= start) & (best_idx < stop)  # already held: drop its second copy
+        if inside.any():  # (scatter_add: an index clamped onto a held one must not undo its mark)
+            at = (best_idx - start).clamp(0, stop - start - 1)
+            held = torch.zeros_like(scores).scatter_add_(1, at, inside.to(scores.dtype)) > 0
+            scores = scores.masked_fill(held, float("-inf"))
+        vals, idx = scores.topk(min(k, stop - start), dim=1)  # the chunk's own top k, then merge
+        vals, pos = torch.cat([best_val, vals], dim=1).topk(min(k, best_val.shape[1] + vals.shape[1]), dim=1)
+        best_idx = torch.cat([best_idx, idx + start], dim=1).gather(1, pos)
+        best_val = vals
+    return best_val, best_idx
 
 
 def support_logits(W: torch.Tensor, keys: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
