@@ -92,7 +92,7 @@ def main() -> None:
 
 def from_benchmark(results: Path, name: str) -> None:
     """The table of the ``whole`` cells finished in a benchmark results folder (one row per dataset × model)."""
-    from td3rec.experiments.benchmark import CELLS_DIR, read_cell
+    from td3rec.experiments.benchmark.runner import CELLS_DIR, read_cell
 
     groups: dict[tuple[str, str], list[dict]] = {}
     settings: dict[tuple[str, str], dict] = {}

@@ -14,8 +14,11 @@ import yaml
 from td3rec.cli import main
 from td3rec.distill.distiller import Distiller
 from td3rec.errors import ConfigError
-from td3rec.experiments import benchmark
-from td3rec.experiments.benchmark import load_benchmark_config, run_benchmark
+from td3rec.experiments.benchmark import runner
+from td3rec.experiments.benchmark.config import BenchmarkMethod, load_benchmark_config
+from td3rec.experiments.benchmark.plan import plan_cells
+from td3rec.experiments.benchmark.runner import run_benchmark
+from td3rec.experiments.benchmark.table import flat_row
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,7 +52,7 @@ def test_interrupted_benchmark_resumes_without_recomputing(toy_data, tmp_path, m
     config_path = _grid(toy_data, tmp_path)
     results = tmp_path / "results"
     computed: list[str] = []
-    original = benchmark.compute_cell
+    original = runner.compute_cell
 
     def interrupt_after_six(cell, ctx):
         if len(computed) == 6:  # the 7th cell: the td3 summary is distilled, one of its two cells finished
@@ -57,7 +60,7 @@ def test_interrupted_benchmark_resumes_without_recomputing(toy_data, tmp_path, m
         computed.append(cell.key)
         return original(cell, ctx)
 
-    monkeypatch.setattr(benchmark, "compute_cell", interrupt_after_six)
+    monkeypatch.setattr(runner, "compute_cell", interrupt_after_six)
     with pytest.raises(KeyboardInterrupt):
         run_benchmark(load_benchmark_config(config_path), results, progress=False)
     cells = _snapshot(results / "cells")
@@ -70,7 +73,7 @@ def test_interrupted_benchmark_resumes_without_recomputing(toy_data, tmp_path, m
     summary_mtime = (td3 / "summary_best.safetensors").stat().st_mtime_ns
 
     # --table-only computes nothing and tables the 6 finished cells, with the teacher's training time
-    monkeypatch.setattr(benchmark, "compute_cell", lambda cell, ctx: pytest.fail("--table-only computed a cell"))
+    monkeypatch.setattr(runner, "compute_cell", lambda cell, ctx: pytest.fail("--table-only computed a cell"))
     assert main(["benchmark", str(config_path), "--results", str(results), "--no-progress", "--table-only"]) == 0
     table = json.loads((results / "results.json").read_text())
     assert table["status"] == "partial" and table["cells_finished"] == 6 and len(table["rows"]) == 6
@@ -84,7 +87,7 @@ def test_interrupted_benchmark_resumes_without_recomputing(toy_data, tmp_path, m
         resumed.append(cell.key)
         return original(cell, ctx)
 
-    monkeypatch.setattr(benchmark, "compute_cell", counting)
+    monkeypatch.setattr(runner, "compute_cell", counting)
     assert main(["benchmark", str(config_path), "--results", str(results), "--no-progress"]) == 0
     assert len(resumed) == 3 and not set(resumed) & set(computed)
     after = _snapshot(results / "cells")
@@ -152,10 +155,10 @@ def test_method_overrides_resolve(tmp_path):
     assert config.distill_config(methods["td3"], 2, 8).inner.batch_size == 2  # capped at n
     assert config.distill_config(methods["farzi"], 2, 8).method == "farzi"
     assert config.distill_config(methods["td3-reset-step"], 2, 8).reset == "step"
-    full = benchmark.BenchmarkMethod(name="td3-full-bptt")
+    full = BenchmarkMethod(name="td3-full-bptt")
     resolved = config.distill_config(full, 2, 8)
     assert resolved.window == resolved.inner_steps and resolved.random_unroll is False
-    dotted = benchmark.BenchmarkMethod(name="td3-lr", kind="td3", distill={"inner.lr": 0.01, "outer_lr": 0.1})
+    dotted = BenchmarkMethod(name="td3-lr", kind="td3", distill={"inner.lr": 0.01, "outer_lr": 0.1})
     resolved = config.distill_config(dotted, 2, 8)
     assert resolved.inner.lr == 0.01 and resolved.outer_lr == 0.1 and resolved.inner.augment is True
 
@@ -163,7 +166,7 @@ def test_method_overrides_resolve(tmp_path):
 def test_slices_are_a_union_of_products_without_duplicates():
     config = load_benchmark_config(REPO / "benchmarks" / "grid_small.yaml", [
         "slices=[{archs: [sasrec], budgets: [6, 12]}, {archs: [sasrec, gru4rec], budgets: [6]}]"])
-    cells = benchmark.plan_cells(config, {"toy": "fingerprint"})
+    cells = plan_cells(config, {"toy": "fingerprint"})
     assert len({c.key for c in cells}) == len(cells)
     whole = [c for c in cells if c.kind == "whole"]
     assert sorted((c.arch, c.seed) for c in whole) == [("gru4rec", 0), ("gru4rec", 1), ("sasrec", 0), ("sasrec", 1)]
@@ -171,8 +174,8 @@ def test_slices_are_a_union_of_products_without_duplicates():
     # 12 budgeted methods x 2 protocols x 2 seeds: sasrec at n = 6 and 12, gru4rec at n = 6 only
     assert {(c.arch, c.n) for c in others} == {("sasrec", 6), ("sasrec", 12), ("gru4rec", 6)}
     assert len(others) == 12 * 2 * 2 * 3
-    assert len(benchmark.plan_cells(load_benchmark_config(REPO / "benchmarks" / "grid_small.yaml"),
-                                    {"toy": "fingerprint"})) == 2 * 2 + 12 * 2 * 2 * 2 * 2
+    assert len(plan_cells(load_benchmark_config(REPO / "benchmarks" / "grid_small.yaml"),
+                          {"toy": "fingerprint"})) == 2 * 2 + 12 * 2 * 2 * 2 * 2
     with pytest.raises(ConfigError, match="slices\\[0\\]: methods"):
         load_benchmark_config(REPO / "benchmarks" / "grid_small.yaml", ["slices=[{methods: [td4]}]"])
 
@@ -181,11 +184,11 @@ def test_cell_keys_ignore_later_settings_at_their_neutral_value(toy_data, tmp_pa
     """Adding the `precision` setting (default fp32) must not change the key of any cell computed before it
     existed; a non-default precision must."""
     config = load_benchmark_config(_grid(toy_data, tmp_path))
-    cells = benchmark.plan_cells(config, {"toy": "f"})
+    cells = plan_cells(config, {"toy": "f"})
     td3 = next(c for c in cells if c.kind == "td3")
     assert "precision" not in td3.settings["distill"]
     config.distill.precision = "bf16"
-    bf16 = next(c for c in benchmark.plan_cells(config, {"toy": "f"}) if c.kind == "td3")
+    bf16 = next(c for c in plan_cells(config, {"toy": "f"}) if c.kind == "td3")
     assert bf16.settings["distill"]["precision"] == "bf16" and bf16.key != td3.key
     config.distill.precision = "fp32"
 
@@ -195,11 +198,11 @@ def test_cell_keys_ignore_later_settings_at_their_neutral_value(toy_data, tmp_pa
 def test_cell_keys_ignore_the_large_catalogue_settings_at_their_neutral_value(toy_data, tmp_path, key, value):
     config = load_benchmark_config(_grid(toy_data, tmp_path))
     config.methods = [m for m in config.methods if m.name != "farzi-full"]  # (no support for a full decoder)
-    td3 = next(c for c in benchmark.plan_cells(config, {"toy": "f"}) if c.kind == "td3")
+    td3 = next(c for c in plan_cells(config, {"toy": "f"}) if c.kind == "td3")
     *parent, leaf = key.split(".")
     assert leaf not in (td3.settings["distill"][parent[0]] if parent else td3.settings["distill"])
     setattr(config.distill.inner if parent else config.distill, leaf, value)
-    changed = next(c for c in benchmark.plan_cells(config, {"toy": "f"}) if c.kind == "td3")
+    changed = next(c for c in plan_cells(config, {"toy": "f"}) if c.kind == "td3")
     node = changed.settings["distill"][parent[0]] if parent else changed.settings["distill"]
     assert node[leaf] == value and changed.key != td3.key
 
@@ -219,11 +222,11 @@ def test_dataset_distill_overrides_apply_to_that_dataset_only(toy_data, tmp_path
     assert config.distill_config(td3, 4, 6, toy2).epochs == 2 and config.distill_config(td3, 4, 6, toy).epochs == 1
     assert config.distill_config(td3, 4, 6, toy2).inner.lr == 0.5
     assert config.distill_config(td3, 4, 6, toy).inner.lr == config.distill.inner.lr
-    no_augment = benchmark.BenchmarkMethod(name="td3-no-augment")
+    no_augment = BenchmarkMethod(name="td3-no-augment")
     resolved = config.distill_config(no_augment, 4, 6, toy2)
     assert resolved.inner.augment is False and resolved.epochs == 2
-    before = {c.label: c.key for c in benchmark.plan_cells(plain, {"toy": "f"})}
-    after = benchmark.plan_cells(config, {"toy": "f", "toy2": "f"})
+    before = {c.label: c.key for c in plan_cells(plain, {"toy": "f"})}
+    after = plan_cells(config, {"toy": "f", "toy2": "f"})
     assert all(before[c.label] == c.key for c in after if c.dataset == "toy")
     distilled = [c for c in after if c.dataset == "toy2" and c.family == "distill"]
     assert distilled and all(c.settings["distill"]["epochs"] == 2 for c in distilled)
@@ -236,11 +239,11 @@ def test_dataset_distill_overrides_apply_to_that_dataset_only(toy_data, tmp_path
 def test_results_table_has_the_distillation_seed_of_distilled_data_only():
     record = {"dataset": "d", "method": "td3-s2", "kind": "td3", "seed": 1, "status": "done",
               "settings": {"distill": {"seed": 2}}, "test": {"full": {"NDCG@10": 0.5}}}
-    row = benchmark.flat_row(record, ["full:NDCG@10"])
+    row = flat_row(record, ["full:NDCG@10"])
     assert row["distill_seed"] == 2 and row["seed"] == 1 and row["full:NDCG@10"] == 0.5
     assert list(row)[:11] == ["dataset", "method", "kind", "family", "n", "seq_len", "arch", "init", "seed",
                               "distill_seed", "status"]
-    subset = benchmark.flat_row({"kind": "longest", "settings": {"teacher": {"seed": 0}}}, [])
+    subset = flat_row({"kind": "longest", "settings": {"teacher": {"seed": 0}}}, [])
     assert subset["distill_seed"] is None
 
 
@@ -260,7 +263,7 @@ def test_grid_cell_keys_are_the_recorded_ones():
     tests/data/grid_cell_keys.json (saved before the experiment layer moved): moving or splitting code must not
     change a key, or every finished cell would be recomputed."""
     config = load_benchmark_config(REPO / "benchmarks" / "grid.yaml")
-    keys = sorted(c.key for c in benchmark.plan_cells(config, {"ml-100k": "a", "beauty": "b"}))
+    keys = sorted(c.key for c in plan_cells(config, {"ml-100k": "a", "beauty": "b"}))
     assert keys == json.loads((REPO / "tests" / "data" / "grid_cell_keys.json").read_text(encoding="utf-8"))
 
 
@@ -268,7 +271,7 @@ def test_committed_grid_cells_are_planned_by_the_grid():
     """Every row of the committed results table is a cell that `benchmarks/grid.yaml` plans for the real
     datasets (their fingerprints as the cells recorded them): a rerun would reuse them all."""
     config = load_benchmark_config(REPO / "benchmarks" / "grid.yaml")
-    planned = {c.key for c in benchmark.plan_cells(config, _committed_fingerprints())}
+    planned = {c.key for c in plan_cells(config, _committed_fingerprints())}
     with open(REPO / "benchmarks" / "results" / "grid" / "results.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert rows and {row["key"] for row in rows} <= planned

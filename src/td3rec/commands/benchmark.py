@@ -7,7 +7,9 @@ import logging
 from pathlib import Path
 
 from td3rec.errors import ConfigError
-from td3rec.experiments.benchmark import RESULTS_CSV, RESULTS_JSON, load_benchmark_config, run_benchmark
+from td3rec.experiments.benchmark.config import load_benchmark_config
+from td3rec.experiments.benchmark.runner import run_benchmark
+from td3rec.experiments.benchmark.table import RESULTS_CSV, RESULTS_JSON
 from td3rec.utils.atomic import remove_temporaries
 from td3rec.utils.run_folder import lock_folder
 
