@@ -8,10 +8,11 @@ data's: Spearman and Kendall (tau-b) rank correlations, whether the full-data be
 summary's top-1 / among its top-k, the overlap of the two top-k sets, the regret of picking the summary's
 favourite, and the wall time of both searches.
 
-**Ties** in the rank correlations get average ranks (Spearman) and the tau-b correction (Kendall); a side
-whose values are all equal makes the correlation undefined (``None``). In the top-k agreement, ties count
-*against* a configuration, as in the ranking metrics: its rank is ``1 + #(other configurations scoring >=
-it)``, so a tie at the boundary keeps neither and a constant proxy selects nothing.
+**Ties** in the rank correlations get average ranks (Spearman) and the tau-b correction (Kendall), both as
+pandas computes them (``DataFrame.corr``); a side whose values are all equal makes the correlation undefined
+(``None``). In the top-k agreement, ties count *against* a configuration, as in the ranking metrics: its rank
+is ``1 + #(other configurations scoring >= it)``, so a tie at the boundary keeps neither and a constant proxy
+selects nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import pandas as pd
 import torch
 
 from td3rec.config import from_dict, to_dict
@@ -253,21 +255,6 @@ def _check_metric_key(key: str, eval_config: EvalConfig, what: str) -> None:
 
 
 # -- rank statistics --------------------------------------------------------------------------------------
-def average_ranks(values: Sequence[float]) -> list[float]:
-    """Ranks 1..n of ``values`` (ascending); tied values share the average of the ranks they span."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
 def _check_pair(x: Sequence[float], y: Sequence[float]) -> None:
     if len(x) != len(y):
         raise ValueError(f"rank correlation of sequences of different lengths ({len(x)} and {len(y)})")
@@ -275,47 +262,33 @@ def _check_pair(x: Sequence[float], y: Sequence[float]) -> None:
         raise ValueError("rank correlation of NaN values")
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's rho: the Pearson correlation of the average ranks (ties handled); ``None`` when fewer than
-    two values or either side is constant (undefined)."""
+def _rank_correlation(x: Sequence[float], y: Sequence[float], method: str) -> float | None:
+    """pandas' ``DataFrame.corr`` (``spearman`` or ``kendall``; both computed by pandas itself, without scipy,
+    unlike ``Series.corr``); ``None`` when fewer than two values or either side is constant (undefined)."""
     _check_pair(x, y)
     if len(x) < 2:
         return None
-    rx, ry = average_ranks(x), average_ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    if sxx == 0 or syy == 0:
-        return None
-    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    value = float(pd.DataFrame({"x": x, "y": y}, dtype=float).corr(method=method).at["x", "y"])
+    return None if math.isnan(value) else max(-1.0, min(1.0, value))
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rho: the Pearson correlation of the average ranks (ties handled); ``None`` when fewer than
+    two values or either side is constant (undefined)."""
+    return _rank_correlation(x, y, "spearman")
 
 
 def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Kendall's tau-b: ``(concordant - discordant) / sqrt((n0 - ties_x) (n0 - ties_y))`` over the
     ``n0 = n (n - 1) / 2`` pairs (a pair tied on both sides counts in both tie totals); equals tau-a without
     ties. ``None`` when fewer than two values or either side is constant."""
-    _check_pair(x, y)
-    n = len(x)
-    concordant = discordant = ties_x = ties_y = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx = (x[i] > x[j]) - (x[i] < x[j])
-            dy = (y[i] > y[j]) - (y[i] < y[j])
-            ties_x += dx == 0
-            ties_y += dy == 0
-            concordant += dx * dy > 0
-            discordant += dx * dy < 0
-    pairs = n * (n - 1) // 2
-    denominator = math.sqrt((pairs - ties_x) * (pairs - ties_y))
-    if denominator == 0:
-        return None
-    return max(-1.0, min(1.0, (concordant - discordant) / denominator))
+    return _rank_correlation(x, y, "kendall")
 
 
 def pessimistic_ranks(values: Sequence[float]) -> list[int]:
-    """Rank of each value from the top (1 = best = largest): ``1 + #(other values >= it)``; ties count against."""
-    return [1 + sum(1 for j, other in enumerate(values) if j != i and other >= v) for i, v in enumerate(values)]
+    """Rank of each value from the top (1 = best = largest): ``1 + #(other values >= it)``: tied values all
+    take the worst rank of their group (pandas' ``rank(method="max")`` from the top); ties count against."""
+    return [int(r) for r in pd.Series(values, dtype=float).rank(method="max", ascending=False)]
 
 
 def top_set(values: Sequence[float], k: int) -> list[int]:
