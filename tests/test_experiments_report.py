@@ -211,3 +211,21 @@ def test_single_seed_and_single_epoch_wording(tmp_path):
     assert "±" not in text.split("## toy", 1)[1]
     quality = _table(text, "**n = 10 sequences, L = 10; shared-item-factor initialisation**")
     assert quality[2] == ["whole (full data)", "0.3000", "0.5000"] and quality[-1] == ["td3", "**0.2000**", "**0.4000**"]
+
+
+def test_architecture_order_does_not_depend_on_string_hashes():
+    """The per-architecture bars and the default architecture of the figures were ordered through a set of
+    names, so they changed from one process to the next (string hashes are salted): now SASRec comes first, then
+    the order of first appearance."""
+    from td3rec.experiments.report import Group, ReportView, arch_figure, default_view
+
+    archs = ["narm", "gru4rec", "sasrec", "bert4rec"]
+    groups = {}
+    for arch in archs:
+        key = ("d", "td3", 30, 10, arch, "scratch")
+        groups[key] = Group(*key, rows=[{"full:NDCG@10": 0.1}])
+    figure = arch_figure(groups, "d", ["td3"], [], ReportView(["full:NDCG@10"], "sasrec", "scratch", 30))
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["sasrec", "narm", "gru4rec", "bert4rec"]
+    rows = [{"dataset": "d", "method": "td3", "family": "distill", "n": 30, "arch": arch, "init": "scratch",
+             "status": "done", "full:NDCG@10": 0.1} for arch in ("narm", "gru4rec", "bert4rec")]
+    assert default_view({"rows": rows, "metrics": ["full:NDCG@10"]}).arch == "narm"

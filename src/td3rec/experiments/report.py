@@ -106,9 +106,13 @@ def group_rows(rows: list[dict]) -> dict[GroupKey, Group]:
 
 
 def _ordered(values, preferred=()) -> list:
+    """The distinct ``values``: the ``preferred`` ones first (in that order), then the others in their order of
+    first appearance. ``values`` must be ordered (a list, a dict), never a set: a set of strings is ordered by
+    hashes that change from one process to the next, and so would the report's figures."""
+    present = set(values)
     seen = []
     for v in list(preferred) + list(values):
-        if v in values and v not in seen:
+        if v in present and v not in seen:
             seen.append(v)
     return seen
 
@@ -136,8 +140,8 @@ def default_view(data: dict, metrics: list[str] | None = None, arch: str | None 
     for key in metrics:
         if key not in available:
             raise ConfigError(f"metric {key!r} is not in the results; available: {', '.join(available)}")
-    archs = _ordered({r["arch"] for r in rows}, [PREFERRED_ARCH])
-    inits = _ordered({r["init"] for r in rows if r.get("family") != "whole"}, PREFERRED_INITS)
+    archs = _ordered([r["arch"] for r in rows], [PREFERRED_ARCH])
+    inits = _ordered([r["init"] for r in rows if r.get("family") != "whole"], PREFERRED_INITS)
     budgets = sorted({r["n"] for r in rows if r.get("n") is not None})
     if arch is not None and arch not in archs:
         raise ConfigError(f"architecture {arch!r} is not in the results ({', '.join(archs)})")
@@ -268,7 +272,7 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
         for r in skipped:
             reasons[f"{r['status']}: {r.get('reason')}"] += 1
         lines += ["", "Cells not run: " + "; ".join(f"{n} × {why}" for why, n in reasons.items()) + "."]
-    for dataset in _ordered({r["dataset"] for r in rows}, [d["name"] for d in config.get("datasets", [])]):
+    for dataset in _ordered([r["dataset"] for r in rows], [d["name"] for d in config.get("datasets", [])]):
         ds_rows = [r for r in rows if r["dataset"] == dataset and r.get("status") == "done"]
         if not ds_rows:
             continue
@@ -280,8 +284,8 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
         for t in teachers:
             lines.append(f"Teacher ({t['arch']}, one-off, shared by every distillation and feature-based subset): "
                          f"{_seconds(t.get('train_seconds'))} s of training.")
-        archs = _ordered({r["arch"] for r in ds_rows}, [PREFERRED_ARCH] + list(config.get("archs", [])))
-        inits = _ordered({r["init"] for r in ds_rows if r.get("family") != "whole"}, PREFERRED_INITS)
+        archs = _ordered([r["arch"] for r in ds_rows], [PREFERRED_ARCH] + list(config.get("archs", [])))
+        inits = _ordered([r["init"] for r in ds_rows if r.get("family") != "whole"], PREFERRED_INITS)
         budgets = sorted({(r["n"], r["seq_len"]) for r in ds_rows if r.get("n") is not None})
         lines += ["", "### Quality", ""]
         if not budgets:  # only full-data cells have finished: show them alone
@@ -436,7 +440,7 @@ def budget_figure(groups, dataset: str, methods: list[str], whole: list[str], vi
 def arch_figure(groups, dataset: str, methods: list[str], whole: list[str], view: ReportView) -> Figure | None:
     """Grouped bars: one group per architecture, one bar per method (and the full data), at one budget."""
     metric = view.metrics[0]
-    archs = _ordered({k[4] for k in groups if k[0] == dataset}, [PREFERRED_ARCH])
+    archs = _ordered([k[4] for k in groups if k[0] == dataset], [PREFERRED_ARCH])
     seq_lens = sorted({k[3] for k in groups if k[0] == dataset and k[2] == view.budget})
     if not archs or not seq_lens:
         return None
@@ -539,7 +543,7 @@ def write_report(results: str | Path, out_dir: str | Path | None = None, overwri
     try:
         (tmp / FIGURES_DIR).mkdir()
         listed: dict[str, dict[str, str]] = {}
-        for dataset in _ordered({r["dataset"] for r in data["rows"]}):
+        for dataset in _ordered([r["dataset"] for r in data["rows"]]):
             for stem, title, fig in figures_for(groups, dataset, methods, whole, view):
                 fig.savefig(tmp / FIGURES_DIR / f"{stem}.png", dpi=110, bbox_inches="tight")
                 listed.setdefault(dataset, {})[title] = f"{FIGURES_DIR}/{stem}.png"
