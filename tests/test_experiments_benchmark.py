@@ -275,3 +275,30 @@ def test_committed_grid_cells_are_planned_by_the_grid():
     with open(REPO / "benchmarks" / "results" / "grid" / "results.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert rows and {row["key"] for row in rows} <= planned
+
+
+def test_two_processes_share_a_results_folder(toy_data, tmp_path):
+    """Two `td3rec benchmark` processes started together on one results folder split the grid: both succeed,
+    every cell is computed once, and each teacher and summary is made by one process only (a summary written
+    by two would have an interleaved step log)."""
+    import os
+    import subprocess
+    import sys
+
+    config_path = _grid(toy_data, tmp_path)
+    results = tmp_path / "results"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "td3rec", "benchmark", str(config_path), "--results", str(results),
+               "--no-progress"]
+    children = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    outputs = [child.communicate(timeout=600) for child in children]
+    assert [child.returncode for child in children] == [0, 0], [err[-2000:] for _, err in outputs]
+    computed = [int(out.split(" computed now")[0].split(": ")[-1]) for out, _ in outputs]
+    assert sum(computed) == 9  # each cell once, by one of the two
+    table = json.loads((results / "results.json").read_text())
+    assert table["cells_finished"] == 9
+    for run in (results / "summaries").iterdir():
+        steps = [json.loads(line)["step"] for line in (run / "steps.jsonl").read_text().splitlines()]
+        assert steps == list(range(1, len(steps) + 1)), run.name
+    assert len(list((results / "teachers").iterdir())) == 1

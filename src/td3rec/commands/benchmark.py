@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
             results.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ConfigError(f"cannot create results folder {results}: {err.strerror or err}") from None
-        lock_folder(results, "results folder")
-        remove_temporaries(results)
+        # shared: processes may split a grid's cells between them (each claims the cells it computes)
+        lock_folder(results, "results folder", shared=True, when_alone=lambda: remove_temporaries(results))
     result = run_benchmark(config, results, data_dir=args.data_dir, progress=not args.no_progress,
                            compute=not args.table_only)
     statuses: dict[str, int] = {}

@@ -22,7 +22,8 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
 
 from td3rec.errors import ConfigError, OutputError
 from td3rec.utils.atomic import is_temporary, write_text
@@ -153,9 +154,15 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool, inputs: Iterabl
 
 
 # -- locks -------------------------------------------------------------------------------------------
-def lock_folder(folder: str | os.PathLike, what: str = "folder") -> None:
+def lock_folder(folder: str | os.PathLike, what: str = "folder", shared: bool = False,
+                when_alone: Callable[[], object] | None = None) -> None:
     """Take this process's advisory lock on ``folder`` (kept until :func:`release_locks`); a folder locked by
-    another live process is a one-line :class:`ConfigError`. Taking a lock this process holds is a no-op."""
+    another live process is a one-line :class:`ConfigError`. Taking a lock this process holds is a no-op.
+
+    ``shared``: several processes may hold the folder together (``td3rec benchmark`` processes sharing one
+    results folder; each claims the cells it computes, :func:`claim`); one exclusive holder still refuses
+    them. ``when_alone`` runs while no other process holds the folder (e.g. removing a killed writer's
+    temporary files, which a live writer may still own), before the lock is shared."""
     import fcntl
 
     folder = Path(folder)
@@ -169,11 +176,22 @@ def lock_folder(folder: str | os.PathLike, what: str = "folder") -> None:
         raise OutputError(f"cannot lock {what} {folder}: {err.strerror or err}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        alone = True
     except OSError:
-        holder = _read_holder(fd)
-        os.close(fd)
-        raise ConfigError(f"{what} {folder} is in use by another td3rec process{holder}; wait for it to finish or "
-                          "choose another folder") from None
+        alone = False
+        try:
+            if not shared:
+                raise OSError
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise ConfigError(f"{what} {folder} is in use by another td3rec process{holder}; wait for it to "
+                              "finish or choose another folder") from None
+    if alone and when_alone is not None:
+        when_alone()
+    if alone and shared:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # (a conversion: the folder was never free in between)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -199,3 +217,22 @@ def release_locks() -> None:
             os.close(fd)  # closing the only descriptor releases the flock
         except OSError:
             pass
+
+
+@contextmanager
+def claim(path: str | os.PathLike) -> Iterator[bool]:
+    """A non-blocking exclusive lock on the file ``path`` (created if missing) for the ``with`` block: yields
+    whether this process holds it (false: another live process does). For work that several processes share
+    (a benchmark's cells, teachers and summaries); the kernel drops the lock of a killed process."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)

@@ -14,7 +14,8 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 
@@ -28,6 +29,7 @@ from td3rec.experiments.benchmark.plan import Cell, settings_key, without_device
 from td3rec.models.registry import build_model
 from td3rec.summary.real_subset import FEATURE_METHODS, last_prefix_features, real_subset
 from td3rec.utils.atomic import write_json
+from td3rec.utils.run_folder import claim
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +59,11 @@ class DatasetContext:
             cfg = self.config.teacher_config(arch)
             run = self.teacher_dir(arch)
             timing = run / "benchmark_timing.json"
-            start = time.perf_counter()
-            teacher = train_teacher(self.dataset, cfg, run, self.progress, self.device, resume=run.is_dir())
-            if not timing.is_file():
-                write_json(timing, {"train_seconds": time.perf_counter() - start})
+            with claimed(self.results, f"teacher-{run.name}", f"the teacher {run}"):  # (another process sharing the results may be training it)
+                start = time.perf_counter()
+                teacher = train_teacher(self.dataset, cfg, run, self.progress, self.device, resume=run.is_dir())
+                if not timing.is_file():
+                    write_json(timing, {"train_seconds": time.perf_counter() - start})
             self.teacher_seconds[arch] = read_json(timing).get("train_seconds", float("nan"))
             self.teachers[arch] = teacher
         return self.teachers[arch]
@@ -106,7 +109,6 @@ class DatasetContext:
         return self.results / SUMMARIES_DIR / f"{_slug(self.spec.name)}-{_slug(cell.method)}-n{cell.n}-L{cell.seq_len}-{key[:8]}"
 
     def _distilled(self, cell: Cell) -> tuple[Any, dict]:
-        from td3rec.distill.distiller import Distiller
         from td3rec.evaluation.suite import summary_source
 
         run = self.summary_dir(cell)
@@ -116,14 +118,11 @@ class DatasetContext:
             raise DivergedError(metrics.get("message", "distillation diverged"))
         if metrics.get("status") != "finished":
             teacher = self.teacher(self.config.teacher.model)
-            config = self.config.distill_config(_method(self.config, cell.method), cell.n, cell.seq_len, self.spec)
-            resumed = (run / "resume.pt").is_file()
-            log.info("distilling %s %s n=%d L=%d into %s", self.spec.name, cell.method, cell.n, cell.seq_len, run)
-            start = time.perf_counter()
-            Distiller(self.dataset, config, run_dir=run, teacher_run=teacher.run_dir,
-                      progress=self.progress).run(resume=resumed)
-            write_json(timing, {"distill_seconds": time.perf_counter() - start, "resumed": resumed})
-            metrics = read_json(run / "metrics.json")
+            with claimed(self.results, f"summary-{run.name}", f"the summary {run}"):
+                metrics = read_json(run / "metrics.json")  # (finished by another process meanwhile?)
+                if metrics.get("status") != "finished":
+                    self._distill(cell, run, teacher, timing)
+                metrics = read_json(run / "metrics.json")
         source = summary_source(str(run / "summary_best.safetensors"), self.dataset, self.device,
                                 self.config.training.chunk_size)
         params = metrics.get("summary_parameters")
@@ -134,6 +133,18 @@ class DatasetContext:
                  "size_fraction": params / self.dataset.n_interactions if params is not None else None,
                  "summary_dir": str(run)}
         return source, facts
+
+    def _distill(self, cell: Cell, run: Path, teacher, timing: Path) -> None:
+        """Distil (or resume distilling) the summary of ``cell`` into ``run``."""
+        from td3rec.distill.distiller import Distiller
+
+        config = self.config.distill_config(_method(self.config, cell.method), cell.n, cell.seq_len, self.spec)
+        resumed = (run / "resume.pt").is_file()
+        log.info("distilling %s %s n=%d L=%d into %s", self.spec.name, cell.method, cell.n, cell.seq_len, run)
+        start = time.perf_counter()
+        Distiller(self.dataset, config, run_dir=run, teacher_run=teacher.run_dir,
+                  progress=self.progress).run(resume=resumed)
+        write_json(timing, {"distill_seconds": time.perf_counter() - start, "resumed": resumed})
 
 
 def compute_cell(cell: Cell, ctx: DatasetContext) -> dict:
@@ -175,6 +186,25 @@ def compute_cell(cell: Cell, ctx: DatasetContext) -> dict:
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
+
+
+class BusyError(Exception):
+    """What a cell needs (its teacher or summary) is being made by another process sharing the results folder;
+    the cell is left for later (:func:`td3rec.experiments.benchmark.runner.run_benchmark`)."""
+
+
+#: the claims of processes sharing a results folder (lock files of cells, teachers and summaries)
+LOCKS_DIR = ".locks"
+
+
+@contextmanager
+def claimed(results: Path, name: str, what: str) -> Iterator[None]:
+    """Hold the claim ``name`` in ``results`` for the block, or raise :class:`BusyError` naming ``what``."""
+    (results / LOCKS_DIR).mkdir(parents=True, exist_ok=True)
+    with claim(results / LOCKS_DIR / f"{name}.lock") as mine:
+        if not mine:
+            raise BusyError(f"{what} is being made by another process")
+        yield
 
 
 def _method(config: BenchmarkConfig, name: str) -> BenchmarkMethod:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from td3rec.data.loading import default_preprocess_config, load_dataset
 from td3rec.data.sequences import SequenceDataset
-from td3rec.experiments.benchmark.compute import DatasetContext, compute_cell, read_json
+from td3rec.experiments.benchmark.compute import BusyError, DatasetContext, claimed, compute_cell, read_json
 from td3rec.experiments.benchmark.config import BenchmarkConfig, BenchmarkDataset
 from td3rec.experiments.benchmark.plan import plan_cells
 from td3rec.experiments.benchmark.table import write_table
@@ -26,6 +26,9 @@ from td3rec.utils.atomic import write_json, write_text
 from td3rec.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
+
+#: how long a process waits before looking again at cells that other processes hold
+BUSY_WAIT_SECONDS = 20.0
 
 #: the finished cells' folder and the copy of the resolved config, under the results folder
 CELLS_DIR, CONFIG_FILE = "cells", "benchmark.yaml"
@@ -93,25 +96,42 @@ def run_benchmark(config: BenchmarkConfig, results_dir: str | Path, data_dir: st
     last_write = time.monotonic()
     complete = False
     bar = tqdm(total=len(cells), initial=reused, desc="benchmark", unit="cell", disable=None if progress else True)
+    (results / CELLS_DIR).mkdir(parents=True, exist_ok=True)
     try:
-        for cell in cells:
-            if cell.key in records:
-                continue
-            spec = next(d for d in config.datasets if d.name == cell.dataset)
-            if cell.dataset not in contexts:
-                contexts[cell.dataset] = DatasetContext(config, spec, datasets[cell.dataset], results, device,
-                                                         progress)
-            bar.set_postfix_str(cell.label[:60])
-            record = compute_cell(cell, contexts[cell.dataset])
-            write_json(results / CELLS_DIR / f"{cell.key}.json", record)
-            records[cell.key] = record
-            computed += 1
-            bar.update(1)
-            if on_cell is not None:
-                on_cell(record)
-            if time.monotonic() - last_write > 5.0:
-                write_table(results, config, cells, records, contexts, "running")
-                last_write = time.monotonic()
+        pending = [cell for cell in cells if cell.key not in records]
+        while pending:  # other processes may share the folder: a cell one of them holds is left for later
+            busy = []
+            for cell in pending:
+                path = results / CELLS_DIR / f"{cell.key}.json"
+                try:
+                    with claimed(results, f"cell-{cell.key}", f"cell {cell.label}"):
+                        record = read_cell(path)  # (finished elsewhere meanwhile?)
+                        if record is None:
+                            spec = next(d for d in config.datasets if d.name == cell.dataset)
+                            if cell.dataset not in contexts:
+                                contexts[cell.dataset] = DatasetContext(config, spec, datasets[cell.dataset],
+                                                                         results, device, progress)
+                            bar.set_postfix_str(cell.label[:60])
+                            record = compute_cell(cell, contexts[cell.dataset])
+                            write_json(path, record)
+                            computed += 1
+                            if on_cell is not None:
+                                on_cell(record)
+                except BusyError as err:
+                    log.debug("%s; later", err)
+                    record = None
+                if record is None:
+                    busy.append(cell)
+                    continue
+                records[cell.key] = record
+                bar.update(1)
+                if time.monotonic() - last_write > 5.0:
+                    write_table(results, config, cells, records, contexts, "running")
+                    last_write = time.monotonic()
+            if busy and len(busy) == len(pending):  # all held elsewhere: wait for the other processes
+                log.info("waiting for %d cells that other processes are computing", len(busy))
+                time.sleep(BUSY_WAIT_SECONDS)
+            pending = busy
         complete = True
     finally:
         bar.close()
