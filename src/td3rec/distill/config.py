@@ -239,9 +239,10 @@ def size_defaults(n_items: int) -> dict[str, object]:
     "Large catalogues". Small catalogues keep the TD3 reference settings of :class:`DistillConfig`."""
     if n_items <= LARGE_CATALOGUE:
         return {}
+    sweep = {"support_refresh": -(-n_items // SWEEP_SLICE)} if n_items > SWEEP_SLICE else {}
     if n_items <= HUGE_CATALOGUE:
-        return dict(LARGE_CATALOGUE_SETTINGS)
-    return {**LARGE_CATALOGUE_SETTINGS, **HUGE_CATALOGUE_SETTINGS}
+        return {**LARGE_CATALOGUE_SETTINGS, **sweep}
+    return {**LARGE_CATALOGUE_SETTINGS, **HUGE_CATALOGUE_SETTINGS, **sweep}
 
 
 #: the large-catalogue settings (measured on Beauty; README "Large catalogues"): a top-64 support per position,
@@ -262,13 +263,16 @@ LARGE_CATALOGUE_SETTINGS: dict[str, object] = {
 }
 
 
-#: on top of the large-catalogue settings, beyond 10^5 items: the supports sweep the catalogue over 10 outer
-#: steps (a full selection scores n · L · |I| pairs) and the learner's item embedding is fixed in the inner loop (a
+#: beyond this many items the supports sweep the catalogue in slices of about this size, one per outer step
+#: (``support_refresh = ceil(|I| / SWEEP_SLICE)``): a full selection scores n · L · |I| pairs
+#: (catalogue_scale_large.md: 10^6 items with 10 slices still cost 5x a 10^4 step)
+SWEEP_SLICE = 20_000
+
+#: on top of the large-catalogue settings, beyond 10^5 items: the learner's item embedding is fixed in the inner loop (a
 #: trainable |I| × H table costs an Adam update of the whole table per inner step and a copy per window step:
 #: ~10 GB at 10^6 items). Measured trade: on Beauty a frozen embedding distilled far worse summaries
 #: (README "Large catalogues"), so it is kept for the sizes where memory forces it.
 HUGE_CATALOGUE_SETTINGS: dict[str, object] = {
-    "support_refresh": 10,
     "inner.freeze_item_embedding": True,
 }
 
