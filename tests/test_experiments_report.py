@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from PIL import Image
 from td3rec.cli import main
 from td3rec.experiments.report import load_results, write_report
 from td3rec.utils.atomic import write_json
+
+REPO = Path(__file__).resolve().parents[1]
 
 METHODS = ["random", "popular", "farzi", "td3"]
 # mean full:NDCG@10 per (method, arch, n): td3 best on sasrec, popular best on gru4rec
@@ -229,3 +232,15 @@ def test_architecture_order_does_not_depend_on_string_hashes():
     rows = [{"dataset": "d", "method": "td3", "family": "distill", "n": 30, "arch": arch, "init": "scratch",
              "status": "done", "full:NDCG@10": 0.1} for arch in ("narm", "gru4rec", "bert4rec")]
     assert default_view({"rows": rows, "metrics": ["full:NDCG@10"]}).arch == "narm"
+
+
+def test_report_names_a_distillation_time_budget_and_its_supports():
+    """A grid distilled within a time budget says so (not the unused epoch count), with its supports."""
+    from td3rec.experiments.report import build_markdown, default_view, load_results
+
+    data = load_results(REPO / "benchmarks" / "results" / "amazon" / "beauty" / "results.json")
+    text = build_markdown(data, default_view(data), {}, "x")
+    assert "a 1800 s wall-clock budget each" in text and "top-64 supports" in text
+    assert "30 outer epochs" not in text
+    grid = load_results(REPO / "benchmarks" / "results" / "grid" / "results.json")
+    assert "wall-clock budget" not in build_markdown(grid, default_view(grid), {}, "x")

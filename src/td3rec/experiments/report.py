@@ -258,7 +258,13 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
                      f"{counted(whole_config.get('epochs', '?'), 'epoch')}).")
     distill = config.get("distill") or {}
     if distill:
-        lines.append(f"Distillation: {counted(distill.get('epochs'), 'outer epoch')}, "
+        budget = distill.get("time_budget") or 0
+        length = (f"a {budget:g} s wall-clock budget each (outer steps planned to fit)" if budget
+                  else counted(distill.get("epochs"), "outer epoch"))
+        sparse = (f", top-{distill['support_size']} supports, sampled normalisers (inner "
+                  f"{(distill.get('inner') or {}).get('negatives', 0)}, real batch {distill.get('outer_negatives', 0)} "
+                  f"negatives)" if distill.get("support_size") else "")
+        lines.append(f"Distillation: {length}{sparse}, "
                      f"inner_steps {distill.get('inner_steps')}, window {distill.get('window')}, "
                      f"real batch {distill.get('real_batch_size')}, outer lr {distill.get('outer_lr')}, "
                      f"validation `{distill.get('select_metric')}` ({distill.get('eval_init')} learners).")
