@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +89,33 @@ def assert_same_summaries(a: Path, b: Path) -> None:
 def without_timings(rows: list[dict]) -> list[dict]:
     """Log or history rows without their wall-clock fields (the only ones allowed to differ between runs)."""
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def start_frozen(args: list[str], marker: Path, driver: str = "crash_driver.py", n_saved: int = 0) -> subprocess.Popen:
+    """``td3rec ARGS`` in a child process that ``driver`` (next to this file) freezes after ``n_saved``
+    checkpoints; returns once it is frozen (``marker`` exists). Same thread count as the tests, so the same
+    float reductions."""
+    import pytest
+    import torch
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name(driver)), str(marker), str(n_saved), "-q",
+                              *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        if child.poll() is not None:
+            pytest.fail(f"the run ended before it could be frozen (exit {child.returncode}): {child.stderr.read()}")
+        if time.monotonic() > deadline:
+            child.kill()
+            pytest.fail("the run never reached the freeze point")
+        time.sleep(0.05)
+    return child
+
+
+def kill_child(child: subprocess.Popen) -> None:
+    """SIGKILL a frozen child and reap it."""
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    if child.stderr is not None:
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL

@@ -5,11 +5,6 @@ same summary, metrics and step log on CPU."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,29 +18,11 @@ from td3rec.training.checkpoint import load_checkpoint
 from td3rec.utils.jsonl import read_jsonl
 from td3rec.utils.run_state import RESUME_FILE, load_run_state
 
-from pipeline_support import assert_same_summaries, distill_args, train_args, without_timings
-
-DRIVER = Path(__file__).with_name("crash_driver.py")
-
+from pipeline_support import assert_same_summaries, distill_args, kill_child, start_frozen, train_args, without_timings
 
 def kill_after_checkpoints(args: list[str], n_saved: int, marker: Path) -> None:
     """Run ``td3rec ARGS`` in a child process, SIGKILL it after ``n_saved`` checkpoints and a few more steps."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))  # same float reductions as here
-    child = subprocess.Popen([sys.executable, str(DRIVER), str(marker), str(n_saved), "-q", *args], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        if child.poll() is not None:
-            pytest.fail(f"the run ended before it could be killed (exit {child.returncode}): {child.stderr.read()}")
-        if time.monotonic() > deadline:
-            child.kill()
-            pytest.fail("the run never reached the kill point")
-        time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait(timeout=30)
-    child.stdout.close()
-    child.stderr.close()
-    assert child.returncode == -signal.SIGKILL
+    kill_child(start_frozen(args, marker, n_saved=n_saved))
 
 
 def test_distill_is_deterministic_on_cpu(toy_data, toy_teacher, toy_distill_reference, tmp_path):

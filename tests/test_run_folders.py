@@ -5,23 +5,18 @@ temporary files of a writer killed mid-write are removed when the run resumes.""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
-import torch
 
 from td3rec.cli import main
 from td3rec.utils.atomic import is_temporary
 from td3rec.utils.run_folder import LOCK_FILE, MARKER, foreign_entries
 from td3rec.utils.run_state import RESUME_FILE
 
-from pipeline_support import TRAIN_TINY, assert_same_summaries, distill_args, train_args
+from pipeline_support import TRAIN_TINY, assert_same_summaries, distill_args, kill_child, start_frozen, train_args
 
 HERE = Path(__file__).parent
 
@@ -114,33 +109,11 @@ def test_runs_write_only_names_overwrite_knows(toy_teacher, toy_distill_referenc
 
 
 # -- locks ---------------------------------------------------------------------------------------------------
-def _start(args: list[str], marker: Path, driver: str = "crash_driver.py", n_saved: int = 0) -> subprocess.Popen:
-    """``td3rec ARGS`` in a child process frozen by ``driver`` after ``n_saved`` checkpoints (waits for it)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    child = subprocess.Popen([sys.executable, str(HERE / driver), str(marker), str(n_saved), "-q", *args], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        if child.poll() is not None:
-            pytest.fail(f"the run ended before it could be frozen (exit {child.returncode}): {child.stderr.read()}")
-        if time.monotonic() > deadline:
-            child.kill()
-            pytest.fail("the run never reached the freeze point")
-        time.sleep(0.05)
-    return child
-
-
-def _kill(child: subprocess.Popen) -> None:
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait(timeout=30)
-    child.stderr.close()
-
-
 def test_a_second_writer_is_refused_while_the_first_runs(toy_data, toy_teacher, tmp_path, capsys):
     """Two `td3rec distill --overwrite --out same`: the second is refused while the first runs, and so is a
     --resume of the running run; once the first is killed its lock is no obstacle."""
     out = tmp_path / "same"
-    first = _start(distill_args(toy_data, toy_teacher, out, "--overwrite"), tmp_path / "frozen", n_saved=1)
+    first = start_frozen(distill_args(toy_data, toy_teacher, out, "--overwrite"), tmp_path / "frozen", n_saved=1)
     try:
         before = snapshot(out)
         assert main(distill_args(toy_data, toy_teacher, out, "--overwrite")) == 2
@@ -149,7 +122,7 @@ def test_a_second_writer_is_refused_while_the_first_runs(toy_data, toy_teacher, 
         assert "in use by another td3rec process" in one_error_line(capsys, "distill")
         assert snapshot(out) == before  # the running run's files are untouched
     finally:
-        _kill(first)
+        kill_child(first)
     assert (out / LOCK_FILE).is_file()  # the killed run's lock file stays, its lock is gone with the process
     assert main(["distill", "--resume", str(out), "--no-progress"]) == 0
 
@@ -176,8 +149,8 @@ def test_resume_removes_the_temporary_file_of_a_write_killed_midway(toy_data, to
                                                                     tmp_path):
     out = tmp_path / "killed"
     marker = tmp_path / "frozen"
-    child = _start(distill_args(toy_data, toy_teacher, out), marker, driver="write_crash_driver.py", n_saved=1)
-    _kill(child)
+    child = start_frozen(distill_args(toy_data, toy_teacher, out), marker, driver="write_crash_driver.py", n_saved=1)
+    kill_child(child)
     leftover = out / marker.read_text()
     assert leftover.is_file() and is_temporary(leftover.name) and leftover.name.startswith(f".{RESUME_FILE}.")
     assert main(["distill", "--resume", str(out), "--no-progress"]) == 0
