@@ -68,7 +68,8 @@ def test_time_budget_run_plans_anneals_and_stops_in_time(toy_data, toy_teacher, 
     # every step's lr is the cosine over the plan in force then (recorded with the step)
     for record in steps:
         assert record["lr"] == pytest.approx(outer_lr * cosine_factor(record["step"], record["planned"]), abs=1e-12)
-    assert steps[-1]["planned"] == planned
+    # a step runs only inside the plan in force; the final validation may re-plan after the last step
+    assert all(record["step"] <= record["planned"] for record in steps)
 
 
 def test_size_defaults_apply_only_to_large_catalogues_and_unset_settings():
