@@ -26,7 +26,6 @@ from td3rec.errors import DataError
 from td3rec.summary.factors import summary_factors
 from td3rec.summary.io import load_summary
 from td3rec.summary.readout import DENSE_MAX_ELEMENTS, tucker_core_product
-from td3rec.summary.support import top_k_support
 
 #: tensors a TD3 summary file must hold (Farzi files: :data:`td3rec.summary.factors.REQUIRED_TENSORS`)
 FACTOR_NAMES = ("U", "T", "G", "V")
@@ -159,9 +158,9 @@ class SummaryDistributions:
     def _logits(self, W: torch.Tensor) -> torch.Tensor:
         """``W V^T`` for a block of positions, ``-inf`` outside each position's top-k support."""
         logits = W @ self.V.T
-        if 0 < self.support_size < self.n_items:
-            keep = top_k_support(W, self.V, self.support_size)
-            logits = torch.full_like(logits, float("-inf")).scatter(-1, keep, logits.gather(-1, keep))
+        if 0 < self.support_size < self.n_items:  # the block's scores are at hand: no second pass over V
+            top = logits.topk(self.support_size, dim=-1)
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, top.indices, top.values)
         return logits
 
     def item_log_probs(self, sequence: int, items: torch.Tensor) -> torch.Tensor:
