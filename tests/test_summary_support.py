@@ -13,7 +13,7 @@ from td3rec.summary.support import (
     all_items,
     draw_negatives,
     sampled_logsumexp,
-    sparse_probabilities,
+    support_probabilities,
     sparse_readout,
     top_k_support,
 )
@@ -53,7 +53,7 @@ def test_sparse_readout_equals_the_masked_dense_softmax():
     keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, support, True)
     naive = torch.softmax(logits.masked_fill(~keep, float("-inf")), dim=-1) @ E
     torch.testing.assert_close(sparse_readout(W, V, E, support), naive, rtol=1e-12, atol=1e-12)
-    probs = sparse_probabilities(W, V, support)
+    probs = support_probabilities(W, V[support])
     torch.testing.assert_close(probs.sum(-1), torch.ones(3, 4, dtype=F64))
 
 

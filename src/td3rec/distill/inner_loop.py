@@ -19,7 +19,7 @@ from td3rec.distill.functional_optim import FunctionalOptimizer, make_functional
 from td3rec.distill.objective import draw_cut_positions, sequence_loss
 from td3rec.models.base import SequentialRecommender
 from td3rec.summary.readout import soft_readout
-from td3rec.summary.support import draw_negatives, sampled_logsumexp
+from td3rec.summary.support import draw_negatives, mix, sampled_logsumexp, support_probabilities
 from td3rec.utils.precision import learner_autocast
 
 EMBEDDING_KEY = "item_embedding.weight"
@@ -133,10 +133,9 @@ class InnerLoop:
             if not differentiable and tables.inputs is not None:
                 inputs = tables.inputs
             elif not differentiable:
-                inputs = torch.einsum("blk,blkh->blh", tables.probs, values)
+                inputs = mix(tables.probs, values)
             else:
-                p = torch.softmax(torch.einsum("bld,blkd->blk", W_rows, tables.keys), dim=-1)
-                inputs = torch.einsum("blk,blkh->blh", p, values)
+                inputs = mix(support_probabilities(W_rows, tables.keys), values)
         else:
             inputs = probs_rows @ E if probs_rows is not None else soft_readout(W_rows, V, E, self.chunk_size)
         full = torch.full((inputs.shape[0],), inputs.shape[1], dtype=torch.long, device=inputs.device)
@@ -202,11 +201,11 @@ class InnerLoop:
         """Gather an unroll's support tables (``plain``: there are plain steps, so their probabilities are
         needed). With a frozen item embedding the values, and the plain steps' inputs, are gathered once."""
         keys = V[support]
-        probs = torch.softmax(torch.einsum("nld,nlkd->nlk", W.detach(), keys.detach()), dim=-1) if plain else None
+        probs = support_probabilities(W.detach(), keys.detach()) if plain else None
         values = inputs = None
         if EMBEDDING_KEY not in self.trainable:
             values = params[EMBEDDING_KEY][1 : self.model.n_items + 1].detach()[support]
-            inputs = torch.einsum("nlk,nlkh->nlh", probs, values) if plain else None
+            inputs = mix(probs, values) if plain else None
         return SupportTables(support, keys, probs, values, inputs)
 
     def unroll(self, state: LearnerState, W: torch.Tensor, V: torch.Tensor, n_steps: int, window: int,

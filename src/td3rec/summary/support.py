@@ -81,21 +81,21 @@ def _stream_top_k(q: torch.Tensor, keys: torch.Tensor, k: int, lo: int, hi: int,
     return best_val, best_idx
 
 
-def support_logits(W: torch.Tensor, keys: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """Logits of the support items ``[..., k]``: ``W[..., :] · keys[support[..., j]]``."""
-    return torch.einsum("...d,...kd->...k", W, keys[support])
+def support_probabilities(W: torch.Tensor, support_keys: torch.Tensor) -> torch.Tensor:
+    """The supports' probabilities ``[..., k]`` (summing to one per position) from the queries ``W [..., d]`` and
+    the support items' keys ``support_keys [..., k, d]`` (``keys[support]``, gathered once where they are reused)."""
+    return torch.softmax(torch.einsum("...d,...kd->...k", W, support_keys), dim=-1)
+
+
+def mix(probs: torch.Tensor, support_values: torch.Tensor) -> torch.Tensor:
+    """``sum_j probs[..., j] · support_values[..., j, :]``: the supports' mixture of item vectors ``[..., H]``."""
+    return torch.einsum("...k,...kh->...h", probs, support_values)
 
 
 def sparse_readout(W: torch.Tensor, keys: torch.Tensor, E: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
     """``softmax over the support of (W keys^T) @ E``: ``W [..., d]``, ``keys [I, d]``, ``E [I, H]``,
     ``support [..., k]`` -> ``[..., H]``. Twice differentiable in ``W``, ``keys`` and ``E``."""
-    p = torch.softmax(support_logits(W, keys, support), dim=-1)
-    return torch.einsum("...k,...kh->...h", p, E[support])
-
-
-def sparse_probabilities(W: torch.Tensor, keys: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
-    """The support's probabilities ``[..., k]`` (sum to one per position)."""
-    return torch.softmax(support_logits(W, keys, support), dim=-1)
+    return mix(support_probabilities(W, keys[support]), E[support])
 
 
 def draw_negatives(n_items: int, m: int, generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
