@@ -44,7 +44,7 @@ def test_distill_killed_mid_epoch_resumes_bit_for_bit(toy_data, toy_teacher, toy
     kill_after_checkpoints(distill_args(toy_data, toy_teacher, out), 3, tmp_path / "frozen")
     saved = load_run_state(out / RESUME_FILE, "distill")
     assert saved["progress"]["global_step"] == 6 and saved["progress"]["epoch"] == 2
-    assert saved["progress"]["position"] == 2 and saved["learner"] is not None  # mid-epoch: learner state kept
+    assert saved["progress"]["position"] == 2 and saved["learners"][0] is not None  # mid-epoch: learner state kept
     assert json.loads((out / "metrics.json").read_text())["status"] == "running"
     assert (out / "steps.jsonl").read_text().endswith('"loss": 0.12')  # the torn line the kill left
 

@@ -137,6 +137,8 @@ def _normalise(name: str, value: Any) -> Any:
     """Paths become absolute, so a resume from another working folder finds the same files."""
     if value is None:
         return None
+    if name == "teacher" and isinstance(value, (list, tuple)):  # (repeated: one per architecture)
+        return [str(Path(v).resolve()) for v in value]
     if name in ("data_dir", "teacher"):
         return str(Path(value).resolve())
     if name == "dataset" and Path(value).is_file():

@@ -25,7 +25,7 @@ from td3rec.distill.schedule import parse_duration
 from td3rec.distill.distiller import Distiller
 from td3rec.distill.distributed import launch, launch_environment, process_group
 from td3rec.distill.sizes import check_distill_memory
-from td3rec.distill.teacher import load_teacher
+from td3rec.distill.teacher import load_teacher, match_teachers
 from td3rec.errors import ConfigError
 from td3rec.utils.device import resolve_device
 
@@ -45,11 +45,14 @@ _SHORTCUTS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_arguments(parser, positional=False, required=False)
-    parser.add_argument("--teacher", metavar="RUN_DIR",
-                        help="folder of a `td3rec train` run to use as teacher (default: train one on the fly)")
+    parser.add_argument("--teacher", metavar="RUN_DIR", action="append",
+                        help="folder of a `td3rec train` run to use as teacher (default: train one on the fly); "
+                             "repeat it once per architecture of a multi-architecture --model")
     parser.add_argument("--method", choices=["td3", "farzi"],
                         help="summary: td3 (Tucker factors, default) or farzi (latent summary x learned decoder)")
-    parser.add_argument("--model", help="distillation architecture (default sasrec)")
+    parser.add_argument("--model", help="distillation architecture (default sasrec), or several separated by commas "
+                                        "(e.g. sasrec,gru4rec,narm,bert4rec): one summary distilled through all of "
+                                        "them (see README, Multi-architecture distillation)")
     parser.add_argument("--epochs", type=int, help="outer epochs (default 30)")
     parser.add_argument("--max-steps", type=int, help="stop after this many outer steps (default: no limit)")
     parser.add_argument("--n-sequences", type=int, help="synthetic sequences n (default 30)")
@@ -118,20 +121,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_teacher(teacher_run: str | None, dataset, config: DistillConfig):
-    """Before any work: the teacher folder is a finished run on this data, and the summary and real inputs
-    fit the learner's position table (the teacher's, or the one a teacher trained here will have). Returns the
-    loaded teacher (None when it is trained in the run)."""
+def _check_teacher(teacher_runs: str | list[str] | None, dataset, config: DistillConfig):
+    """Before any work: the teacher folders are finished runs on this data, one per architecture, and the summary
+    and real inputs fit each learner's position table (the teacher's, or the one a teacher trained here will
+    have). Returns the loaded teachers (None when they are trained in the run)."""
     n_examples = dataset.n_interactions + dataset.n_users
-    if teacher_run is None:
-        config.check_learner(config.model, config.max_len)
-        check_distill_memory(config, dataset.n_items, n_examples, config.model, config.max_len, None)
+    if not teacher_runs:
+        for arch in config.architectures:
+            config.check_learner(arch, config.max_len)
+            check_distill_memory(config, dataset.n_items, n_examples, arch, config.max_len, None)
         return None
-    teacher = load_teacher(teacher_run, dataset, resolve_device(config.device))
-    config.check_learner(teacher.model_name, teacher.model.max_len)
-    check_distill_memory(config, dataset.n_items, n_examples, teacher.model_name, teacher.model.max_len,
-                         dataclasses.asdict(teacher.model.config))
-    return teacher
+    runs = [teacher_runs] if isinstance(teacher_runs, str) else list(teacher_runs)
+    teachers = [load_teacher(run, dataset, resolve_device(config.device)) for run in runs]
+    if len(config.architectures) > 1 or len(teachers) > 1:
+        teachers = match_teachers(teachers, config.architectures)
+    for teacher in teachers:
+        config.check_learner(teacher.model_name, teacher.model.max_len)
+        check_distill_memory(config, dataset.n_items, n_examples, teacher.model_name, teacher.model.max_len,
+                             dataclasses.asdict(teacher.model.config))
+    return teachers
 
 
 def _prepare_output(out_path, args: argparse.Namespace):
@@ -149,12 +157,13 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _digest(teacher) -> str | None:
-    """A digest of the teacher's weights: every process of a group must distil with the same teacher."""
-    if teacher is None:
+def _digest(teachers) -> str | None:
+    """A digest of the teachers' weights: every process of a group must distil with the same teachers."""
+    if teachers is None:
         return None
     digest = hashlib.sha256()
-    for name, tensor in teacher.model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for teacher in teachers:
+        for name, tensor in teacher.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

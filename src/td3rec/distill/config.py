@@ -34,6 +34,9 @@ class InnerConfig:
         negatives: the learner's normaliser ``logsumexp(h E^T)`` in inner steps estimated from the target
             position's items (its support) plus this many uniformly sampled negatives (log-Q corrected); 0 =
             exact over every item (reference). Makes an inner step independent of the catalogue size.
+        augment_by_model: per-architecture override of ``augment`` (e.g. ``{gru4rec: false}``), for the inner
+            learners and the validation learners of a multi-architecture distillation: the random-cut
+            augmentation comes from causal attention and need not suit every learner.
     """
 
     optimizer: str = "adam"
@@ -44,6 +47,11 @@ class InnerConfig:
     augment: bool = True
     freeze_item_embedding: bool = False
     negatives: int = 0
+    augment_by_model: dict[str, bool] = field(default_factory=dict)
+
+    def augment_for(self, arch: str) -> bool:
+        """Whether learners of ``arch`` train with the random-cut augmentation."""
+        return bool(self.augment_by_model.get(arch, self.augment))
 
 
 @dataclass
@@ -56,7 +64,15 @@ class DistillConfig:
         farzi_latent_dim: Farzi's latent width d.
         farzi_decoder: ``factorised`` (decoder = D · V^T with a learned ``d × d3`` D: the read-out never builds
             ``n × L × |I|``) or ``full`` (a learned ``d × |I|`` decoder, read out by the plain materialised softmax).
-        model: distillation architecture (the learner in the inner loop and the teacher), default sasrec.
+        model: distillation architecture (the learner in the inner loop and the teacher), default sasrec; several
+            separated by commas (``sasrec,gru4rec,narm,bert4rec``) distil one summary through all of them
+            (multi-architecture distillation: one teacher per architecture, each learner from its own teacher's
+            trajectory and aligned to its own teacher's features; the item factor V is the first one's teacher's
+            item embedding, which fixes only the summary's item distributions, so the learners' widths may
+            differ). The first architecture is the summary's primary one (its teacher and V).
+        learners_per_step: learners (architectures) trained per outer step, the outer step's meta-batch: step t
+            trains architectures ``t·m, t·m + 1, …, t·m + m − 1`` (mod their number; round-robin) and the
+            meta-gradient is the mean of theirs; 0 = every architecture at every step.
         max_len: real input length L used by the teacher and the real batches.
         n_sequences: synthetic sequences n (reference ML-100k 30).
         seq_len: synthetic sequence length (reference ML-100k 50).
@@ -113,6 +129,7 @@ class DistillConfig:
     farzi_latent_dim: int = 8
     farzi_decoder: str = "factorised"
     model: str = "sasrec"
+    learners_per_step: int = 0
     max_len: int = 50
     n_sequences: int = 30
     seq_len: int = 50
@@ -168,7 +185,20 @@ class DistillConfig:
         if self.method == "farzi" and self.farzi_decoder == "full" and self.learn_item_factor:
             raise ConfigError("learn_item_factor applies to TD3 and to Farzi's factorised decoder; the full decoder "
                               "has no item factor in its read-out")
-        make_model_config(self.model)  # unknown architecture -> ConfigError
+        archs = self.architectures
+        for arch in archs:
+            make_model_config(arch)  # unknown architecture -> ConfigError
+        if len(set(archs)) != len(archs):
+            raise ConfigError(f"model lists an architecture twice: {self.model!r}")
+        if not 0 <= self.learners_per_step <= len(archs):
+            raise ConfigError(f"learners_per_step must be between 0 (every architecture) and the number of "
+                              f"architectures ({len(archs)}), got {self.learners_per_step}")
+        for arch, flag in self.inner.augment_by_model.items():
+            if arch not in archs:
+                raise ConfigError(f"inner.augment_by_model names {arch!r}, which is not one of the distillation's "
+                                  f"architectures ({', '.join(archs)})")
+            if not isinstance(flag, bool):
+                raise ConfigError(f"inner.augment_by_model.{arch} must be true or false, got {flag!r}")
         resolve_device(self.device)
         if self.inner.batch_size <= 0 or self.inner.lr <= 0:
             raise ConfigError("inner.batch_size and inner.lr must be positive")
@@ -210,6 +240,21 @@ class DistillConfig:
             raise ConfigError("support_size applies to TD3 and Farzi's factorised decoder, not the full decoder")
         if self.inner.weight_decay < 0 or self.inner.momentum < 0:
             raise ConfigError("inner.weight_decay and inner.momentum must be >= 0")
+
+    @property
+    def architectures(self) -> list[str]:
+        """The distillation's architectures, in order (``model`` split at commas); the first is the primary one."""
+        return [name.strip() for name in str(self.model).split(",")]
+
+    @property
+    def meta_batch_size(self) -> int:
+        """Learners trained per outer step (``learners_per_step``, 0 = every architecture)."""
+        return self.learners_per_step or len(self.architectures)
+
+    def meta_batch(self, step: int) -> list[int]:
+        """Indices of the architectures outer step ``step`` (0-based) trains: a round-robin meta-batch."""
+        count, size = len(self.architectures), self.meta_batch_size
+        return [(step * size + j) % count for j in range(size)]
 
     def check_learner(self, model: str, learner_max_len: int) -> None:
         """Reject a summary or real input longer than the learner's position table (SASRec, BERT4Rec): the

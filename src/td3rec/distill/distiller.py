@@ -8,6 +8,7 @@ then on a real batch compute cross-entropy + λ · MSE to the teacher's features
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import resource
@@ -16,6 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +31,7 @@ from td3rec.distill.distributed import SINGLE_PROCESS, SingleProcess
 from td3rec.distill.inner_loop import EMBEDDING_KEY, InnerLoop, LearnerState, draw_unroll_length
 from td3rec.distill.progress import DistillProgress, learner_from_payload, learner_payload
 from td3rec.distill.summaries import build_summary
-from td3rec.distill.teacher import Teacher, epoch_of, load_teacher, train_teacher
+from td3rec.distill.teacher import Teacher, epoch_of, load_teacher, match_teachers, train_teacher
 from td3rec.errors import ConfigError, DataError, DivergedError
 from td3rec.evaluation.summary_eval import evaluate_sources
 from td3rec.models.registry import build_model
@@ -86,41 +88,67 @@ def outer_loss(model, params: dict, batch: Examples, targets_features: torch.Ten
     return ce + feature_weight * mse, ce, mse
 
 
+@dataclass
+class Learner:
+    """One architecture of a distillation: its teacher, its functional inner loop, the teacher's features on the
+    real examples, and where its inner learner stands."""
+
+    teacher: Teacher
+    inner: InnerLoop
+    features: torch.Tensor
+    state: LearnerState | None = None
+
+    @property
+    def arch(self) -> str:
+        return self.teacher.model_name
+
+
 class Distiller:
-    """Runs TD3 on one dataset with one config; writes summaries, logs and metrics into a run folder."""
+    """Runs TD3 on one dataset with one config; writes summaries, logs and metrics into a run folder.
+
+    ``teacher_run``: a ``td3rec train`` run folder, or one per architecture of a multi-architecture
+    distillation (matched to ``config.model``'s architectures by their model); none = train them in the run."""
 
     def __init__(self, dataset: SequenceDataset, config: DistillConfig, run_dir: str | Path | None = None,
-                 teacher_run: str | Path | None = None, progress: bool = True,
+                 teacher_run: str | Path | Sequence[str | Path] | None = None, progress: bool = True,
                  distributed: SingleProcess | None = None) -> None:
         config.validate()
         self.dataset = dataset
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.teacher_run = Path(teacher_run) if teacher_run is not None else None
+        runs = [] if teacher_run is None else [teacher_run] if isinstance(teacher_run, (str, Path)) else teacher_run
+        self.teacher_runs = [Path(run) for run in runs]
         self.progress = progress
         #: the process group of a multi-process run (td3rec.distill.distributed); the no-op one otherwise
         self.dist = distributed if distributed is not None else SINGLE_PROCESS
         self.device = self.dist.device(resolve_device(config.device))
         #: the folder this process writes to: the run folder in process 0 (or a single process), else none
         self.out_dir = self.run_dir if self.dist.is_main else None
-        if self.dist.world_size > 1 and self.teacher_run is None:
+        if self.dist.world_size > 1 and not self.teacher_runs:
             raise ConfigError("multi-process distillation needs a trained teacher (--teacher RUN_DIR): train one "
                               "with `td3rec train` first")
 
     # -- setup --------------------------------------------------------------------------------------
-    def _teacher(self, resume: bool = False) -> Teacher:
-        if self.teacher_run is not None:
-            teacher = load_teacher(self.teacher_run, self.dataset, self.device)
-            if teacher.model_name != self.config.model:
-                log.warning("teacher is a %s but model=%s; distilling with the teacher's architecture",
-                            teacher.model_name, self.config.model)
-            return teacher
+    def _teachers(self, resume: bool = False) -> list[Teacher]:
+        """One teacher per architecture, in the order of ``config.model`` (loaded, or trained in the run)."""
+        archs = self.config.architectures
+        if self.teacher_runs:
+            teachers = [load_teacher(run, self.dataset, self.device) for run in self.teacher_runs]
+            if len(archs) == 1 and len(teachers) == 1:
+                if teachers[0].model_name != archs[0]:
+                    log.warning("teacher is a %s but model=%s; distilling with the teacher's architecture",
+                                teachers[0].model_name, archs[0])
+                return teachers
+            return match_teachers(teachers, archs)
         if self.run_dir is None:
             raise ValueError("training a teacher on the fly needs a run_dir")
-        train_cfg = TrainConfig(model=self.config.model, max_len=self.config.max_len, seed=self.config.seed,
-                                device=str(self.device), eval=self.config.eval)
-        return train_teacher(self.dataset, train_cfg, self.run_dir / "teacher", self.progress, self.device,
-                             resume=resume)
+        teachers = []
+        for arch in archs:
+            train_cfg = TrainConfig(model=arch, max_len=self.config.max_len, seed=self.config.seed,
+                                    device=str(self.device), eval=self.config.eval)
+            folder = self.run_dir / ("teacher" if len(archs) == 1 else f"teacher-{arch}")
+            teachers.append(train_teacher(self.dataset, train_cfg, folder, self.progress, self.device, resume=resume))
+        return teachers
 
     def _check_trajectory(self, teacher: Teacher) -> list[int] | None:
         """The teacher epochs learner starts are drawn from when they differ from ``trajectory_epochs`` (a
@@ -167,18 +195,25 @@ class Distiller:
                             self.run_dir)
             write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
             write_text(log_path, "")
-        teacher = self._teacher(resume)
-        cfg.check_learner(teacher.model_name, teacher.model.max_len)
-        self.trajectory_fallback = self._check_trajectory(teacher)
+        teachers = self._teachers(resume)
+        for teacher in teachers:
+            cfg.check_learner(teacher.model_name, teacher.model.max_len)
+        fallbacks = {t.model_name: self._check_trajectory(t) for t in teachers}
+        self.trajectory_fallback = (fallbacks[teachers[0].model_name] if len(teachers) == 1 else
+                                    {arch: span for arch, span in fallbacks.items() if span is not None} or None)
         # the global generator (dropout, random learner starts) no longer depends on whether the teacher was
         # trained here or loaded
         torch.manual_seed(cfg.seed)
-        feats = self.dist.teacher_features(teacher.model, examples, self.device)
+        teacher = teachers[0]  # the primary architecture: its teacher's item embedding is the item factor V
+        learners = []
+        for t in teachers:
+            model = build_model(t.model_name, self.dataset.n_items, t.model.max_len,
+                                **_model_options(t.model)).to(self.device)
+            inner_cfg = dataclasses.replace(cfg.inner, augment=cfg.inner.augment_for(t.model_name))
+            learners.append(Learner(t, InnerLoop(model, inner_cfg, cfg.n_sequences, cfg.chunk_size, cfg.precision),
+                                    self.dist.teacher_features(t.model, examples, self.device)))
         V = teacher.model.item_vectors().detach().clone()
         summary = build_summary(cfg, V, generator=generator).to(self.device)  # TD3 (Tucker) or Farzi
-        learner = build_model(teacher.model_name, self.dataset.n_items, teacher.model.max_len,
-                              **_model_options(teacher.model)).to(self.device)
-        inner = InnerLoop(learner, cfg.inner, cfg.n_sequences, cfg.chunk_size, cfg.precision)
         opt = torch.optim.Adam(summary.parameters(), lr=cfg.outer_lr, weight_decay=cfg.outer_weight_decay)
         batch_size = cfg.real_batch_size
         steps_per_epoch = math.ceil(len(examples) / batch_size)
@@ -202,9 +237,13 @@ class Distiller:
             "teacher_model": teacher.model_name, "teacher_options": _model_options(teacher.model),
             "teacher_run": str(teacher.run_dir), "config": to_dict(cfg), "support_size": k,
         }
-        state: LearnerState | None = None
+        if len(learners) > 1:
+            meta_base.update(models=[l.arch for l in learners],
+                             teacher_runs={l.arch: str(l.teacher.run_dir) for l in learners})
         if resuming:
-            restored, state = self._restore(checkpoint, fingerprint, summary, opt, sched, generator)
+            restored, states = self._restore(checkpoint, fingerprint, summary, opt, sched, generator, len(learners))
+            for learner, state in zip(learners, states):
+                learner.state = state
             for name in restored.to_payload():  # in place: the budget schedule reads progress.planned_steps
                 setattr(progress, name, getattr(restored, name))
             kept = rewrite_jsonl(log_path, lambda r: r.get("step", 0) <= progress.global_step) if log_path else 0
@@ -226,7 +265,7 @@ class Distiller:
                 "config": to_dict(cfg), "fingerprint": fingerprint, "summary": _cpu_state(summary.state_dict()),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "rng": capture_rng(generator, cuda=self.device.type == "cuda"),
-                "learner": learner_payload(state), "progress": progress.to_payload(),
+                "learners": [learner_payload(l.state) for l in learners], "progress": progress.to_payload(),
             })
 
         bar = tqdm(total=None if budget else total_steps, initial=progress.global_step, desc="distill",
@@ -253,60 +292,82 @@ class Distiller:
         while not progress.done:
             epoch = progress.epoch
             epoch_start = time.perf_counter() - progress.epoch_elapsed
-            if progress.order is None:  # the epoch starts: learner start, then the order of the real examples
-                state = inner.start(self._start_params(teacher, generator))
+            if progress.order is None:  # the epoch starts: learner starts, then the order of the real examples
+                for learner in learners:
+                    learner.state = learner.inner.start(self._start_params(learner.teacher, generator))
                 progress.order = torch.randperm(len(examples), generator=generator)
                 progress.position = 0
             while (progress.position < steps_per_epoch and not (step_limit() and progress.global_step >= step_limit())
                    and not (progress.global_step and out_of_time())):
                 start = time.perf_counter()
                 index = progress.order[progress.position * batch_size : (progress.position + 1) * batch_size]
-                if cfg.reset == "step" and progress.position > 0:  # (the epoch's first step has a fresh start)
-                    state = inner.start(self._start_params(teacher, generator))
-                n_unroll = draw_unroll_length(cfg.inner_steps, cfg.window, cfg.random_unroll, generator)
-                W = summary.core_product()
+                step_learners = [learners[i] for i in cfg.meta_batch(progress.global_step)]
                 if k:  # (kept in the progress record for --resume)
+                    with torch.no_grad():
+                        W = summary.core_product()
                     progress.support = (top_k_support(W, summary.item_factor, k) if progress.support is None else
                                         refresh_support(W, summary.item_factor, progress.support.to(self.device),
                                                         progress.global_step % cfg.support_refresh,
                                                         cfg.support_refresh)).cpu()
                 support = progress.support.to(self.device) if k else None
-                state = inner.unroll(state, W, summary.item_factor, n_unroll, cfg.window, generator, support)
-                negatives = (draw_negatives(self.dataset.n_items, cfg.outer_negatives, generator, self.device)
-                             if cfg.outer_negatives else None)
                 local = self.dist.share(index)  # this process's contiguous share of the global batch
-                learner.eval()
+                batch = examples.subset(local).trimmed().to(self.device) if len(local) else None
+                unrolls: list[int] = []
+
+                def learner_loss(learner: Learner):
+                    """Train one learner on the summary (its unroll), then its loss on the real batch."""
+                    if cfg.reset == "step" and progress.position > 0:  # (the epoch's first step has a fresh start)
+                        learner.state = learner.inner.start(self._start_params(learner.teacher, generator))
+                    n_unroll = draw_unroll_length(cfg.inner_steps, cfg.window, cfg.random_unroll, generator)
+                    unrolls.append(n_unroll)
+                    learner.state = learner.inner.unroll(learner.state, summary.core_product(), summary.item_factor,
+                                                         n_unroll, cfg.window, generator, support)
+                    negatives = (draw_negatives(self.dataset.n_items, cfg.outer_negatives, generator, self.device)
+                                 if cfg.outer_negatives else None)
+                    if not len(local):
+                        return None
+                    learner.inner.model.eval()
+                    try:
+                        return outer_loss(learner.inner.model, learner.state.params, batch,
+                                          learner.features[local.to(self.device)], cfg.feature_weight,
+                                          cfg.chunk_size, cfg.precision, negatives)
+                    finally:
+                        learner.inner.model.train()
+
                 opt.zero_grad(set_to_none=True)
                 loss, ce, mse = self.dist.backward(  # the global batch's loss and meta-gradient (all-reduced)
-                    lambda: outer_loss(learner, state.params, examples.subset(local).trimmed().to(self.device),
-                                       feats[local.to(self.device)], cfg.feature_weight, cfg.chunk_size,
-                                       cfg.precision, negatives),
+                    [lambda learner=learner: learner_loss(learner) for learner in step_learners],
                     summary.parameters(), len(local), len(index))
-                learner.train()
                 grad_norm = torch.nn.utils.clip_grad_norm_(summary.parameters(),
                                                            cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-                state = state.detached()
+                for learner in step_learners:
+                    learner.state = learner.state.detached()
                 finite = guard.check(loss, grad_norm)
                 if finite:
                     opt.step()
                 else:
                     log.warning("outer step %d: non-finite loss or meta-gradient, update skipped (%d in a row, "
                                 "%d in all)", progress.global_step + 1, guard.streak, guard.total)
-                    if self.dist.any(not all_finite(*state.params.values())):
-                        log.warning("the inner learner diverged; it restarts from a new start point")
-                        state = inner.start(self._start_params(teacher, generator))
+                    for learner in step_learners:
+                        if self.dist.any(not all_finite(*learner.state.params.values())):
+                            log.warning("the inner %s learner diverged; it restarts from a new start point",
+                                        learner.arch)
+                            learner.state = learner.inner.start(self._start_params(learner.teacher, generator))
                 with warnings.catch_warnings():  # a skipped first update is not the misuse torch warns about
                     warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
                     sched.step()
                 progress.global_step += 1
                 progress.position += 1
                 progress.step_seconds.append(time.perf_counter() - start)
+                n_unroll = unrolls[0] if len(unrolls) == 1 else unrolls
                 record = {"step": progress.global_step, "epoch": epoch, "unroll": n_unroll,
                           "loss": float(loss.detach()), "ce": float(ce.detach()), "mse": float(mse.detach()),
                           "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0], "skipped": not finite,
                           "seconds": progress.step_seconds[-1]}
                 if budget is not None:
                     record["planned"] = progress.planned_steps
+                if len(learners) > 1:
+                    record["models"] = [l.arch for l in step_learners]
                 if log_path is not None:
                     append_jsonl(log_path, record)
                 bar.update(1)
@@ -324,13 +385,15 @@ class Distiller:
                           or (budget is None and epoch == cfg.epochs))
             if (cfg.eval_every and epoch % cfg.eval_every == 0) or last_epoch:
                 started = time.perf_counter()
-                valid = self._validate(summary, teacher, split, k)
+                valid = self._validate(summary, [l.teacher for l in learners], split, k)
                 progress.validation_seconds.append(time.perf_counter() - started)
                 if budget is not None and not last_epoch:
                     replan()  # (a plan that ends here makes this validation the final one)
                     last_epoch = progress.global_step >= progress.planned_steps or out_of_time()
                 value = float(valid["mean"][cfg.select_metric.split(":")[0]][cfg.select_metric.split(":")[1]])
                 row = {"epoch": epoch, "step": progress.global_step, "valid": valid["mean"], "valid_std": valid["std"]}
+                if "by_model" in valid:
+                    row["valid_by_model"] = valid["by_model"]
                 progress.history.append(row)
                 log.info("epoch %d: valid %s %.4f", epoch, cfg.select_metric, value)
                 if value > progress.best_value:
@@ -343,7 +406,8 @@ class Distiller:
                                                            "skipped_steps": guard.total})
             progress.epoch, progress.order, progress.position, progress.epoch_elapsed = epoch + 1, None, 0, 0.0
             progress.done = last_epoch
-            state = None  # every epoch starts its learner afresh
+            for learner in learners:  # every epoch starts its learners afresh
+                learner.state = None
             progress.elapsed = time.perf_counter() - clock
             save_progress()
         bar.close()
@@ -371,8 +435,8 @@ class Distiller:
         return result
 
     def _restore(self, checkpoint: Path, fingerprint: str, summary: TuckerSummary, opt, sched,
-                 generator: torch.Generator) -> tuple[DistillProgress, LearnerState | None]:
-        """Load ``resume.pt`` into the freshly built objects; returns the progress and the learner state."""
+                 generator: torch.Generator, n_learners: int) -> tuple[DistillProgress, list[LearnerState | None]]:
+        """Load ``resume.pt`` into the freshly built objects; returns the progress and the learners' states."""
         saved = load_run_state(checkpoint, "distill")
         if saved.get("fingerprint") != fingerprint:
             raise DataError(f"{checkpoint} was written for other data than {self.dataset.name!r} (fingerprint "
@@ -385,12 +449,14 @@ class Distiller:
             opt.load_state_dict(saved["optimizer"])
             sched.load_state_dict(saved["scheduler"])
             progress = DistillProgress.from_payload(saved["progress"])
-            state = learner_from_payload(saved["learner"], self.device)
+            states = [learner_from_payload(payload, self.device) for payload in saved["learners"]]
+            if len(states) != n_learners:
+                raise ValueError("one learner state per architecture")
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise DataError(f"{checkpoint} does not match this run ({type(err).__name__}); it is corrupted or from "
                             "an incompatible version") from None
         restore_rng(saved["rng"], generator)
-        return progress, state
+        return progress, states
 
     def _stop_diverged(self, summary: TuckerSummary, meta_base: dict, epoch: int, progress: DistillProgress,
                        guard: NonFiniteGuard) -> None:
@@ -405,16 +471,30 @@ class Distiller:
             message += f"; the last good summary is {self.run_dir / 'summary_last.safetensors'}"
         raise DivergedError(message)
 
-    def _validate(self, summary: TuckerSummary, teacher: Teacher, split, support_size: int = 0) -> dict:
-        """Train fresh learners on the current summary; validation metrics (mean and std over learners)."""
+    def _validate(self, summary: TuckerSummary, teachers: list[Teacher], split, support_size: int = 0) -> dict:
+        """Train fresh learners on the current summary; validation metrics (mean and std over learners). With
+        several architectures: the mean over the architectures of their means and stds, and each one's mean
+        (``by_model``); an architecture whose width differs from V's is validated from scratch when ``eval_init``
+        is shared-item-factor."""
         cfg = self.config
         source = summary.source(cfg.chunk_size, support_size)
-        return evaluate_sources(
-            source, split, arch=teacher.model_name, protocol=cfg.eval_init, seeds=range(cfg.eval_learners),
-            which="valid", max_len=teacher.model.max_len, eval_config=cfg.eval, device=self.device,
-            teacher=teacher.model, model_options=_model_options(teacher.model),
-            training=_learner_training(cfg, cfg.eval_steps),
-        )
+        results = {}
+        for teacher in teachers:
+            options = _model_options(teacher.model)
+            protocol = cfg.eval_init
+            if protocol == "shared-item-factor" and source.V is not None and source.V.shape[1] != _width(teacher):
+                protocol = "scratch"
+            results[teacher.model_name] = evaluate_sources(
+                source, split, arch=teacher.model_name, protocol=protocol, seeds=range(cfg.eval_learners),
+                which="valid", max_len=teacher.model.max_len, eval_config=cfg.eval, device=self.device,
+                teacher=teacher.model, model_options=options,
+                training=_learner_training(cfg, cfg.eval_steps, cfg.inner.augment_for(teacher.model_name)),
+            )
+        if len(results) == 1:
+            return next(iter(results.values()))
+        by_model = {arch: result["mean"] for arch, result in results.items()}
+        return {"mean": _mean_of(list(by_model.values())), "std": _mean_of([r["std"] for r in results.values()]),
+                "by_model": by_model}
 
     def _save(self, summary: TuckerSummary, name: str, meta: dict) -> None:
         if self.out_dir is None:
@@ -442,9 +522,21 @@ def _model_options(model) -> dict:
     return dataclasses.asdict(model.config)
 
 
-def _learner_training(cfg: DistillConfig, steps: int):
+def _learner_training(cfg: DistillConfig, steps: int, augment: bool | None = None):
     from td3rec.evaluation.learner_training import LearnerTrainingConfig
 
     return LearnerTrainingConfig(steps=steps, optimizer=cfg.inner.optimizer, lr=cfg.inner.lr,
                                  weight_decay=cfg.inner.weight_decay, batch_size=cfg.inner.batch_size,
-                                 augment=cfg.inner.augment, chunk_size=cfg.chunk_size)
+                                 augment=cfg.inner.augment if augment is None else augment,
+                                 chunk_size=cfg.chunk_size)
+
+
+def _width(teacher: Teacher) -> int:
+    """The width of a teacher's item embedding (its learners' feature size)."""
+    return int(teacher.model.item_vectors().shape[1])
+
+
+def _mean_of(tables: list[dict]) -> dict:
+    """Per protocol and metric: the mean of nested ``{protocol: {metric: value}}`` tables."""
+    return {protocol: {metric: sum(t[protocol][metric] for t in tables) / len(tables) for metric in tables[0][protocol]}
+            for protocol in tables[0]}

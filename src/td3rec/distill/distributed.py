@@ -35,7 +35,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -157,14 +157,19 @@ class SingleProcess:
         """The teacher's features on every real example (every process gets all of them)."""
         return teacher_features(model, examples, device)
 
-    def backward(self, compute: Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    def backward(self, computes: Sequence[Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]],
                  params: Iterable[torch.nn.Parameter], n_local: int,
                  n_global: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Back-propagate the outer loss of this process's share (``compute()`` returns ``(loss, ce, mse)``, means
-        over the ``n_local`` examples of the share) so that ``params`` hold the meta-gradient of the global batch's
-        mean; returns the global batch's ``(loss, ce, mse)``."""
-        loss, ce, mse = compute()
-        loss.backward()
+        """Back-propagate the outer losses of the step's learners on this process's share (each ``compute()``
+        returns ``(loss, ce, mse)``, means over the ``n_local`` examples of the share, or ``None`` for an empty
+        share; they run one after the other, so only one learner's graph is held at a time) so that ``params`` hold the meta-gradient of the mean over
+        the learners of the global batch's mean; returns that mean's ``(loss, ce, mse)``."""
+        stats = []
+        for compute in computes:
+            loss, ce, mse = compute()
+            (loss if len(computes) == 1 else loss / len(computes)).backward()
+            stats.append(torch.stack([loss.detach(), ce.detach(), mse.detach()]))
+        loss, ce, mse = stats[0] if len(stats) == 1 else torch.stack(stats).mean(0)
         return loss, ce, mse
 
     def any(self, flag: bool) -> bool:
@@ -223,17 +228,19 @@ class ProcessGroup(SingleProcess):
             dist.broadcast(out[start:stop], src=rank)
         return out
 
-    def backward(self, compute, params, n_local, n_global):
+    def backward(self, computes, params, n_local, n_global):
         import torch.distributed as dist
 
         params = list(params)
-        weight = n_local / n_global
-        if n_local:
-            loss, ce, mse = compute()
+        weight = n_local / n_global / len(computes)
+        stats = torch.zeros(3, device=self._device)
+        for compute in computes:  # (every one runs: it also advances its learner, which every process repeats)
+            out = compute()
+            if out is None:  # an empty share (a global batch smaller than the group) adds nothing
+                continue
+            loss, ce, mse = out
             (loss * weight).backward()
-            stats = torch.stack([loss.detach(), ce.detach(), mse.detach()]) * weight
-        else:  # an empty share (a global batch smaller than the group): nothing to add
-            stats = torch.zeros(3, device=self._device)
+            stats = stats + torch.stack([loss.detach(), ce.detach(), mse.detach()]) * weight
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         has_grad = torch.tensor([float(p.grad is not None) for p in params], device=self._device)
         dtype = grads[0].dtype

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from td3rec.data.sequences import Examples, SequenceDataset
-from td3rec.errors import DataError
+from td3rec.errors import ConfigError, DataError
 from td3rec.models.base import SequentialRecommender
 from td3rec.training.checkpoint import load_checkpoint, trajectory
 from td3rec.training.config import TrainConfig
@@ -77,6 +77,25 @@ def train_teacher(dataset: SequenceDataset, config: TrainConfig, run_dir: Path, 
     log.info("no teacher given: training a full-data %s teacher into %s", config.model, run_dir)
     train_full_data(dataset, config, run_dir=run_dir, progress=progress, resume=resume)
     return load_teacher(run_dir, dataset, device)
+
+
+def match_teachers(teachers: list[Teacher], archs: list[str]) -> list[Teacher]:
+    """The teachers of a multi-architecture distillation in the order of ``archs``: exactly one per architecture."""
+    by_arch: dict[str, Teacher] = {}
+    for teacher in teachers:
+        if teacher.model_name in by_arch:
+            raise ConfigError(f"two teachers are {teacher.model_name} models ({by_arch[teacher.model_name].run_dir} "
+                              f"and {teacher.run_dir}); give one teacher per architecture")
+        by_arch[teacher.model_name] = teacher
+    missing = [arch for arch in archs if arch not in by_arch]
+    extra = [arch for arch in by_arch if arch not in archs]
+    if missing or extra:
+        raise ConfigError(f"model={','.join(archs)} needs one teacher per architecture: "
+                          + "; ".join(part for part in (f"none given for {', '.join(missing)}" if missing else "",
+                                                        f"{', '.join(extra)} not distilled through" if extra else "")
+                                      if part)
+                          + " (give --teacher once per architecture, or none to train them in the run)")
+    return [by_arch[arch] for arch in archs]
 
 
 def _finished(run_dir: Path) -> bool:

@@ -25,7 +25,7 @@ METADATA_TYPES: dict[str, type | tuple[type, ...]] = {
     "method": str, "farzi_decoder": str, "latent_dim": int, "dataset": str, "dataset_fingerprint": str,
     "n_items": int, "item_tokens": list, "teacher_model": str, "teacher_options": dict, "teacher_run": str,
     "config": dict, "factor_shapes": dict, "epoch": int, "valid": dict, "support_size": int,
-    "td3rec_version": str,
+    "td3rec_version": str, "models": list, "teacher_runs": dict,
 }
 #: the smallest synthetic sequence length a learner can be trained on (one input position and one target)
 MIN_SEQ_LEN = 2

@@ -117,11 +117,12 @@ class DatasetContext:
         if metrics.get("status") == "diverged":
             raise DivergedError(metrics.get("message", "distillation diverged"))
         if metrics.get("status") != "finished":
-            teacher = self.teacher(self.config.teacher.model)
+            config = self.config.distill_config(_method(self.config, cell.method), cell.n, cell.seq_len, self.spec)
+            teachers = [self.teacher(arch) for arch in config.architectures]  # (one per architecture distilled through)
             with claimed(self.results, f"summary-{run.name}", f"the summary {run}"):
                 metrics = read_json(run / "metrics.json")  # (finished by another process meanwhile?)
                 if metrics.get("status") != "finished":
-                    self._distill(cell, run, teacher, timing)
+                    self._distill(cell, run, config, teachers, timing)
                 metrics = read_json(run / "metrics.json")
         source = summary_source(str(run / "summary_best.safetensors"), self.dataset, self.device,
                                 self.config.training.chunk_size)
@@ -134,15 +135,14 @@ class DatasetContext:
                  "summary_dir": str(run)}
         return source, facts
 
-    def _distill(self, cell: Cell, run: Path, teacher, timing: Path) -> None:
-        """Distil (or resume distilling) the summary of ``cell`` into ``run``."""
+    def _distill(self, cell: Cell, run: Path, config, teachers: list, timing: Path) -> None:
+        """Distil (or resume distilling) the summary of ``cell`` into ``run`` with ``config`` and its teachers."""
         from td3rec.distill.distiller import Distiller
 
-        config = self.config.distill_config(_method(self.config, cell.method), cell.n, cell.seq_len, self.spec)
         resumed = (run / "resume.pt").is_file()
         log.info("distilling %s %s n=%d L=%d into %s", self.spec.name, cell.method, cell.n, cell.seq_len, run)
         start = time.perf_counter()
-        Distiller(self.dataset, config, run_dir=run, teacher_run=teacher.run_dir,
+        Distiller(self.dataset, config, run_dir=run, teacher_run=[t.run_dir for t in teachers],
                   progress=self.progress).run(resume=resumed)
         write_json(timing, {"distill_seconds": time.perf_counter() - start, "resumed": resumed})
 

@@ -197,7 +197,9 @@ class BenchmarkConfig:
         if kind == builtin_kind:  # a built-in name brings its overrides (unless re-declared as another kind)
             _merge(data, copy.deepcopy(builtin_overrides))
         _merge(data, _nested(method.distill, f"methods[{method.name}].distill"))
-        data.update(method=kind, n_sequences=n, seq_len=seq_len, model=self.teacher.model, max_len=self.max_len,
+        # the teacher's architecture, unless the method distils through several (its distill section's model)
+        model = _nested(method.distill, f"methods[{method.name}].distill").get("model") or self.teacher.model
+        data.update(method=kind, n_sequences=n, seq_len=seq_len, model=model, max_len=self.max_len,
                     device=self.device, eval=to_dict(self.eval))
         if data.get("window") == "inner_steps":
             data["window"] = data.get("inner_steps", self.distill.inner_steps)
@@ -205,7 +207,8 @@ class BenchmarkConfig:
         config = from_dict(DistillConfig, data, where=f"methods[{method.name}].distill.")
         try:
             config.validate()
-            config.check_learner(self.teacher.model, self.max_len)
+            for arch in config.architectures:
+                config.check_learner(arch, self.max_len)
         except ConfigError as err:
             where = f" on {dataset.name}" if dataset is not None else ""
             raise ConfigError(f"method {method.name} at n={n}, L={seq_len}{where}: {err}") from None
