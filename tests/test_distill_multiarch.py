@@ -177,3 +177,35 @@ def test_teachers_must_match_the_architectures(toy_data, toy_teacher, gru_teache
     err = capsys.readouterr().err
     assert message in err.strip().splitlines()[-1] and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+# -- evaluation of transfer ----------------------------------------------------------------------------------------
+
+def test_shared_item_factor_builds_every_architecture_as_wide_as_v(toy_data, tmp_path):
+    """A summary's V is as wide as its primary teacher; the other architectures' shared-item-factor learners are
+    built that wide: the suite's row equals a learner trained directly with that width."""
+    from pipeline_support import distil_toy_summary
+    from td3rec.data.loading import load_dataset
+    from td3rec.data.preprocess import PreprocessConfig
+    from td3rec.data.sequences import leave_one_out
+    from td3rec.evaluation.evaluator import EvalConfig
+    from td3rec.evaluation.learner_training import LearnerTrainingConfig
+    from td3rec.evaluation.suite import DataSpec, SuiteConfig, _width_options, run_suite, summary_source
+    from td3rec.evaluation.summary_eval import evaluate_sources
+
+    summary = distil_toy_summary(toy_data, tmp_path)
+    dataset = load_dataset(str(toy_data), PreprocessConfig(k_core=0))
+    training = LearnerTrainingConfig(steps=5, batch_size=3)
+    config = SuiteConfig(archs=("gru4rec", "bert4rec"), inits=("shared-item-factor",), seeds=1, max_len=10,
+                         training=training, eval=EvalConfig(protocols=("full",)))
+    rows = run_suite(dataset, [DataSpec("summary", str(summary))], config, torch.device("cpu"))
+    source = summary_source(str(summary), dataset, torch.device("cpu"))
+    width = source.V.shape[1]
+    assert width != 64 and [r["arch"] for r in rows] == ["gru4rec", "bert4rec"]
+    for row, field in zip(rows, ("embedding_size", "hidden_size")):
+        assert row["learner_width"] == width and row["model_options"] == {field: width}
+        direct = evaluate_sources(source, leave_one_out(dataset), arch=row["arch"], protocol="shared-item-factor",
+                                  seeds=[0], which="test", max_len=10, eval_config=config.eval,
+                                  device=torch.device("cpu"), training=training, model_options={field: width})
+        assert row["runs"] == direct["runs"]
+    assert _width_options("bert4rec", {"n_heads": 3}, width) is None  # 3 heads cannot split 16 columns

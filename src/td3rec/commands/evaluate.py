@@ -115,7 +115,7 @@ def format_rows(rows: list[dict], protocols: tuple[str, ...], metrics: tuple[str
     mean alone for a single seed); the data column is as wide as its longest label (labels are never cut)."""
     cols = [f"{p}:{m}" for p in protocols for m in metrics]
     width = max([len("data")] + [len(r["data"]) for r in rows])
-    head = f"{'data':<{width}} {'arch':<9} {'init':<20} " + " ".join(f"{c:>17}" for c in cols)
+    head = f"{'data':<{width}} {'arch':<9} {'init':<29} " + " ".join(f"{c:>17}" for c in cols)
     lines = [head, "-" * len(head)]
     for r in rows:
         cells = []
@@ -126,5 +126,7 @@ def format_rows(rows: list[dict], protocols: tuple[str, ...], metrics: tuple[str
                     text += f" ± {r['std'][p][m]:.4f}"
                 cells.append(text.rjust(17))
         init = r["init"].split(" ")[0]
-        lines.append(f"{r['data']:<{width}} {r['arch']:<9} {init:<20} " + " ".join(cells))
+        if "learner_width" in r:  # built as wide as the summary's V, not the architecture's own width
+            init += f" ({r['learner_width']} wide)"
+        lines.append(f"{r['data']:<{width}} {r['arch']:<9} {init:<29} " + " ".join(cells))
     return "\n".join(lines)

@@ -206,6 +206,7 @@ def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConf
                 if init == "reference" and teacher is None:
                     log.warning("skipping %s / %s / reference: no %s teacher given", label, arch, arch)
                     continue
+                options = _options(teacher)
                 if init == "shared-item-factor":
                     V = source.V if spec.kind == "summary" else (shared_V if shared_V is not None else
                         (teacher.item_vectors().detach() if teacher is not None else None))
@@ -214,17 +215,24 @@ def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConf
                                     label, arch)
                         continue
                     if V.shape[1] != _hidden_size(arch, config, teacher):
-                        log.warning("skipping %s / %s / shared-item-factor: V has %d columns, the learner %d",
-                                    label, arch, V.shape[1], _hidden_size(arch, config, teacher))
-                        continue
+                        options = _width_options(arch, options, V.shape[1])
+                        if options is None:
+                            log.warning("skipping %s / %s / shared-item-factor: V has %d columns and no %s can be "
+                                        "built that wide", label, arch, V.shape[1], arch)
+                            continue
+                        log.info("%s / %s / shared-item-factor: the learner is built %d wide (V's width) instead "
+                                 "of %d", label, arch, V.shape[1], _hidden_size(arch, config, teacher))
                     if spec.kind != "summary":
                         source = HardSequences(source.ids, source.full_lengths, V)
                 log.info("evaluating %s with %s (%s initialisation, %d seeds)", label, arch, init, config.seeds)
                 res = evaluate_sources(source, split, arch=arch, protocol=init, seeds=range(config.seeds),
                                        which=config.split, max_len=config.max_len, eval_config=config.eval,
                                        device=device, training=config.training, teacher=teacher,
-                                       model_options=_options(teacher))
-                rows.append({"data": label, **res})
+                                       model_options=options)
+                row = {"data": label, **res}
+                if options != _options(teacher):  # (a learner of another width than the architecture's own)
+                    row.update(model_options=options, learner_width=int(V.shape[1]))
+                rows.append(row)
     return rows
 
 
@@ -232,6 +240,19 @@ def _options(teacher: SequentialRecommender | None) -> dict | None:
     import dataclasses
 
     return dataclasses.asdict(teacher.config) if teacher is not None else None
+
+
+def _width_options(arch: str, options: dict | None, width: int) -> dict | None:
+    """Learner options of ``arch`` with its item-embedding width set to ``width`` (so that the shared item factor
+    V can initialise it); ``None`` when no such learner can be built (e.g. a head count that does not divide it)."""
+    from td3rec.models.registry import make_model_config, model_config_class
+
+    wide = {**(options or {}), model_config_class(arch).feature_field: width}
+    try:
+        make_model_config(arch, **wide)
+    except ConfigError:
+        return None
+    return wide
 
 
 def _hidden_size(arch: str, config: SuiteConfig, teacher: SequentialRecommender | None) -> int:
