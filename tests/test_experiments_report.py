@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from td3rec.cli import main
-from td3rec.experiments.report import load_results, write_report
+from td3rec.experiments.report import distilled_through, load_results, write_report
 from td3rec.utils.atomic import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def results(tmp_path_factory):
         "metrics": ["full:NDCG@10", "uni100:NDCG@10"], "rows": rows,
         "teachers": {"toy/sasrec": {"dataset": "toy", "arch": "sasrec", "train_seconds": 12.0}},
         "config": {"methods": [{"name": m} for m in ["whole"] + METHODS], "seeds": 3,
-                   "datasets": [{"name": "toy"}], "archs": ["sasrec", "gru4rec"]}})
+                   "datasets": [{"name": "toy"}], "archs": ["sasrec", "gru4rec"], "teacher": {"model": "sasrec"}}})
     return folder
 
 
@@ -125,6 +125,21 @@ def test_cost_and_size_views(report):
     assert verdict[2:] == [[str(n), "10", m, f"{0.20 + (0.01 if n == 30 else 0) + (0.2 if m[0] == 'u' else 0):.4f}",
                             "3", "TD3 is best"] for n in (10, 30) for m in ("full:NDCG@10", "uni100:NDCG@10")]
     assert "12.00 s of training" in markdown
+
+
+def test_transfer_matrix_is_each_architecture_relative_to_its_full_data(report):
+    markdown = (report / "report.md").read_text()
+    for n in (10, 30):
+        table = _table(markdown, f"### Transfer: full:NDCG@10 relative to each architecture's full data (n = {n}, "
+                                 "L = 10; shared-item-factor initialisation)")
+        assert table[0] == ["summary", "distilled through", "sasrec", "gru4rec", "min"]
+        bonus = 0.01 if n == 30 else 0.0
+        assert [r[0] for r in table[2:]] == ["farzi", "td3"]  # distilled summaries only, not the real subsets
+        for row in table[2:]:
+            ratios = [(QUALITY[row[0], a] + bonus) / 0.30 for a in ("sasrec", "gru4rec")]  # the whole mean is 0.30
+            assert row[1] == "sasrec" and row[2:] == [f"{100 * r:.0f}%" for r in ratios + [min(ratios)]]
+    multi = {"teacher": {"model": "sasrec"}, "methods": ["td3", {"name": "td3-multi", "distill": {"model": "sasrec, narm"}}]}
+    assert (distilled_through(multi, "td3"), distilled_through(multi, "td3-multi")) == ("sasrec", "sasrec,narm")
 
 
 def test_cli_writes_a_complete_folder_and_needs_overwrite(results, tmp_path, capsys):

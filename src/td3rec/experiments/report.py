@@ -304,6 +304,15 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
                                       config.get("seeds"))
                 if table is not None:
                     lines += [f"**n = {n} sequences, L = {seq_len}; {init} initialisation**", "", table, ""]
+        for n, seq_len in budgets:
+            for init in inits:
+                for metric in view.metrics:
+                    table = transfer_table(groups, dataset, methods, whole, config, n, seq_len, init, metric)
+                    if table is not None:
+                        lines += [f"### Transfer: {metric} relative to each architecture's full data (n = {n}, "
+                                  f"L = {seq_len}; {init} initialisation)", "", table, "",
+                                  "Rows: summaries, by the architectures they were distilled through; columns: the "
+                                  "architecture trained on them; min: the worst architecture.", ""]
         verdict = td3_verdict(groups, dataset, methods, budgets, view)
         if verdict is not None:
             lines += [f"### TD3 against Farzi and the real subsets ({view.arch}, {view.init} initialisation)", "",
@@ -320,6 +329,43 @@ def build_markdown(data: dict, view: ReportView, figures: dict[str, dict[str, st
             for title, rel in figures[dataset].items():
                 lines += [f"![{title}]({rel})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def distilled_through(config: dict, method: str) -> str:
+    """The architectures a benchmark method's summary was distilled through (its distill section's model, else
+    the teacher's)."""
+    for m in config.get("methods") or []:
+        if isinstance(m, dict) and m.get("name") == method and (m.get("distill") or {}).get("model"):
+            return str(m["distill"]["model"]).replace(" ", "")
+    return str((config.get("teacher") or {}).get("model", "?"))
+
+
+def transfer_table(groups: dict[GroupKey, Group], dataset: str, methods: list[str], whole: list[str], config: dict,
+                   n: int, seq_len: int, init: str, metric: str) -> str | None:
+    """Distilled-through × evaluated-on: each summary's mean ``metric`` per learner architecture as a percentage
+    of that architecture's full-data mean; ``None`` unless some summary was judged by two or more architectures."""
+    archs = _ordered([k[4] for k in groups if k[0] == dataset and k[2] == n and k[3] == seq_len and k[5] == init],
+                     [PREFERRED_ARCH] + list(config.get("archs", [])))
+    whole_of = {a: next((groups[k] for w in whole if (k := (dataset, w, None, None, a, "full-data")) in groups), None)
+                for a in archs}
+    rows = []
+    for method in methods:
+        cells = {a: groups.get((dataset, method, n, seq_len, a, init)) for a in archs}
+        if not any(g is not None and g.first("family") == "distill" for g in cells.values()):
+            continue
+        ratios = {}
+        for a, group in cells.items():
+            if group is not None and whole_of[a] is not None:
+                mean, base = group.stat(metric)[0], whole_of[a].stat(metric)[0]
+                if not math.isnan(mean) and base > 0:
+                    ratios[a] = mean / base
+        if len(ratios) >= 2:
+            row = [method, distilled_through(config, method)]
+            row += [f"{100 * ratios[a]:.0f}%" if a in ratios else "–" for a in archs]
+            rows.append(row + [f"{100 * min(ratios.values()):.0f}%"])
+    if not rows:
+        return None
+    return markdown_table(["summary", "distilled through", *archs, "min"], rows)
 
 
 def td3_verdict(groups: dict[GroupKey, Group], dataset: str, methods: list[str], budgets: list[tuple[int, int]],
