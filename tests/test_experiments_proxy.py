@@ -336,3 +336,190 @@ def test_reference_init_needs_an_identical_teacher(toy_summary, tmp_path, capsys
     assert _proxy(toy, summary, config, "--teacher", str(teacher), "--json", str(out)) == 0
     rows = json.loads(out.read_text())["candidates"]
     assert [r["init"] for r in rows] == ["reference", "scratch"]
+
+
+# -- --full-from: the full-data side of an earlier report -----------------------------------------------------
+@pytest.fixture(scope="module")
+def earlier_report(toy_summary, tmp_path_factory):
+    """A finished report of TINY on the toy summary: the full-data side that --full-from reuses."""
+    toy, summary = toy_summary
+    folder = tmp_path_factory.mktemp("earlier")
+    config = folder / "tiny.yaml"
+    config.write_text(TINY)
+    out = folder / "earlier.json"
+    assert _proxy(toy, summary, config, "--json", str(out)) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def new_summary(toy_summary, tmp_path_factory):
+    """Another summary of the same data (the toy summary's factors scaled): a different file, other results."""
+    from td3rec.summary.io import load_summary, save_summary
+
+    _, summary = toy_summary
+    tensors, meta = load_summary(summary)
+    path = tmp_path_factory.mktemp("new") / "summary.safetensors"
+    save_summary(path, {name: t * 1.5 for name, t in tensors.items()}, meta)
+    return path
+
+
+#: two of TINY's three candidates, in another order, with another summary schedule (summary side only)
+SUBSET = """
+candidates:
+  - {model: gru4rec, model_options: {embedding_size: 16, hidden_size: 16}, full_training: {lr: 0.003}}
+  - {name: sasrec-h8, model: sasrec, model_options: {hidden_size: 8, inner_size: 8}}
+summary_training: {steps: 5}
+full_training: {mode: window, epochs: 2, patience: 1}
+eval: {protocols: [full, uni50]}
+metrics: ["full:NDCG@10", "uni50:NDCG@10"]
+"""
+
+
+def _no_full_training(monkeypatch):
+    """Make any full-data training fail the test."""
+    import td3rec.training.trainer as trainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a full-data learner was trained despite --full-from")
+
+    monkeypatch.setattr(trainer, "train_full_data", refuse)
+
+
+def test_full_from_reuses_the_full_side(toy_summary, earlier_report, new_summary, tmp_path, monkeypatch, capsys):
+    toy, _ = toy_summary
+    config = tmp_path / "subset.yaml"
+    config.write_text(SUBSET)
+    fresh_path, reused_path = tmp_path / "fresh.json", tmp_path / "reused.json"
+    assert _proxy(toy, new_summary, config, "--json", str(fresh_path)) == 0
+    _no_full_training(monkeypatch)
+    with pytest.raises(AssertionError, match="a full-data learner was trained"):  # the patch is in force
+        _proxy(toy, new_summary, config)
+    capsys.readouterr()
+    assert _proxy(toy, new_summary, config, "--json", str(reused_path), "--full-from", str(earlier_report)) == 0
+    assert f"reused from {earlier_report}" in capsys.readouterr().out
+
+    earlier, fresh, reused = (json.loads(p.read_text()) for p in (earlier_report, fresh_path, reused_path))
+    assert reused["summary_sha256"] != earlier["summary_sha256"] and reused["full_from"] == str(earlier_report)
+    assert fresh["full_from"] is None and all("full_from" not in r for r in fresh["candidates"])
+    before = {r["name"]: r for r in earlier["candidates"]}
+    names = [r["name"] for r in reused["candidates"]]
+    assert names == ["gru4rec(embedding_size=16,hidden_size=16,full.lr=0.003)", "sasrec-h8"]  # this config's order
+    for row, fresh_row in zip(reused["candidates"], fresh["candidates"]):
+        assert row["full"] == before[row["name"]]["full"]  # metrics, best epochs, seconds: as measured then
+        assert row["full_from"] == str(earlier_report)
+        assert row["summary"]["valid"] == fresh_row["summary"]["valid"]  # summary side: as a fresh run
+        assert row["summary"]["runs"] == fresh_row["summary"]["runs"] and row["summary"]["training"]["steps"] == 5
+    assert reused["time"]["full_search_seconds"] == pytest.approx(sum(before[n]["full"]["seconds"] for n in names))
+    for key, a in reused["agreement"].items():
+        proxy = [r["summary"]["valid"][key.split(":")[0]]["NDCG@10"] for r in reused["candidates"]]
+        full = [r["full"]["valid"][key.split(":")[0]]["NDCG@10"] for r in reused["candidates"]]
+        assert a == json.loads(json.dumps(agreement(proxy, full, names, 3)))
+
+    # with --resume: the finished candidates are taken as they are (their full_from marks kept)
+    assert _proxy(toy, new_summary, config, "--json", str(reused_path), "--full-from", str(earlier_report),
+                  "--resume") == 0
+    assert json.loads(reused_path.read_text())["candidates"] == reused["candidates"]
+
+
+def test_benchmark_script_passes_full_from(toy_summary, earlier_report, new_summary, tmp_path, monkeypatch):
+    toy, _ = toy_summary
+    config = tmp_path / "subset.yaml"
+    config.write_text(SUBSET)
+    spec = importlib.util.spec_from_file_location("proxy_ml100k", ROOT / "benchmarks" / "proxy_ml100k.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _no_full_training(monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["proxy_ml100k.py", "--summary", str(new_summary), "--config", str(config),
+                                      "--dataset", str(toy), "--k-core", "0", "--results", str(tmp_path / "res"),
+                                      "--full-from", str(earlier_report)])
+    module.main()
+    report = json.loads((tmp_path / "res" / "proxy_ml100k.json").read_text())
+    assert report["status"] == "finished" and report["full_from"] == str(earlier_report)
+    assert all(r["full_from"] == str(earlier_report) for r in report["candidates"])
+    md = (tmp_path / "res" / "proxy_ml100k.md").read_text()
+    assert f"full-data side of 2 of 2 candidates reused from {earlier_report}" in md
+    assert "(measured when the reused report was made)" in md
+
+
+def _full_from_file(kind: str, earlier: Path, out: Path) -> Path:
+    """The --full-from file of a refusal case: the earlier report (``earlier``), a copy with a top-level key
+    changed, another file, a missing one, or the output file itself (holding a copy of the earlier report)."""
+    edits = {"running": {"status": "running"}, "fingerprint": {"fingerprint": "0" * 64}, "split": {"split": "test"}}
+    path = out.parent / f"{kind}.json"
+    if kind in edits:
+        path.write_text(json.dumps({**json.loads(earlier.read_text()), **edits[kind]}))
+    elif kind == "text":
+        path.write_text("not a report\n")
+    elif kind == "other-json":
+        path.write_text(json.dumps({"candidates": 3}))
+    elif kind == "same":
+        out.write_text(earlier.read_text())
+        return out
+    elif kind == "earlier":
+        return earlier
+    return path
+
+
+def _candidates(*extra: dict, h8: dict | None = None) -> str:
+    """``--set candidates=...``: TINY's candidates, sasrec-h8 updated by ``h8``, then ``extra``."""
+    rows = [{"model": "sasrec", "model_options": {"hidden_size": 16, "inner_size": 16}},
+            {"name": "sasrec-h8", "model": "sasrec", "model_options": {"hidden_size": 8, "inner_size": 8},
+             **(h8 or {})},
+            {"model": "gru4rec", "model_options": {"embedding_size": 16, "hidden_size": 16},
+             "full_training": {"lr": 0.003}}, *extra]
+    return "candidates=" + json.dumps(rows)
+
+
+@pytest.mark.parametrize("source, extra, message", [
+    ("text", [], "is not a td3rec proxy report"),
+    ("other-json", [], "is not a td3rec proxy report"),
+    ("missing", [], "does not exist"),
+    ("running", [], "is an unfinished proxy report (status 'running')"),
+    ("fingerprint", [], "was made on other data"),
+    ("split", [], "was measured on the 'test' users, this run on 'valid'"),
+    ("earlier", ["--set", "max_len=40"], "was made with max_len 50, this run uses 40"),
+    ("earlier", ["--set", "seeds=2"], "trained 1 seed(s) from seed 0, this run 2 from seed 0"),
+    ("earlier", ["--set", "seed=1"], "trained 1 seed(s) from seed 0, this run 1 from seed 1"),
+    ("earlier", ["--set", "full_training.lr=0.002"],
+     "other full_training settings than this run: full_training.lr 0.002 here, 0.001 there"),
+    ("earlier", ["--set", "eval.negative_seed=1"],
+     "other eval settings than this run: eval.negative_seed 1 here, 0 there"),
+    ("earlier", ["--set", _candidates({"model": "narm"})], "has no candidate 'narm'"),
+    ("earlier", ["--set", _candidates(h8={"model_options": {"hidden_size": 4, "inner_size": 8}})],
+     "candidate 'sasrec-h8' has other settings there: model_options.hidden_size 4 here, 8 there"),
+    ("earlier", ["--set", _candidates(h8={"full_training": {"lr": 0.01}})],
+     "candidate 'sasrec-h8' has other settings there: full_training.lr 0.01 here, 0.001 there"),
+    ("earlier", ["--set", _candidates(h8={"model": "gru4rec", "model_options": {"embedding_size": 8}})],
+     "candidate 'sasrec-h8' has other settings there: model \"gru4rec\" here, \"sasrec\" there"),
+    ("same", [], "is the report this run writes"),
+])
+def test_full_from_mismatches_are_refused(toy_summary, earlier_report, new_summary, tmp_path, monkeypatch, capsys,
+                                          source, extra, message):
+    toy, _ = toy_summary
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "out.json"
+    path = _full_from_file(source, earlier_report, out)
+    _no_full_training(monkeypatch)
+    before = out.read_text() if out.exists() else None
+    assert _proxy(toy, new_summary, config, "--json", str(out), "--full-from", str(path), *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("td3rec proxy: error:")]
+    assert len(errors) == 1 and errors[0] == err[-1] and message in errors[0], err
+    assert "--full-from" in errors[0] and not any("Traceback" in line for line in err)
+    assert (out.read_text() if out.exists() else None) == before  # nothing written
+
+
+def test_full_from_ignores_extra_candidates_and_summary_settings(toy_summary, earlier_report, new_summary, tmp_path,
+                                                                monkeypatch):
+    """Candidates of the earlier report that this run lacks are ignored; summary-side settings (init, schedule)
+    may differ, since they do not touch the full-data side."""
+    toy, _ = toy_summary
+    config = tmp_path / "two.yaml"
+    config.write_text(TINY.replace("- {name: sasrec-h8", "# - {name: sasrec-h8"))
+    out = tmp_path / "two.json"
+    _no_full_training(monkeypatch)
+    assert _proxy(toy, new_summary, config, "--json", str(out), "--full-from", str(earlier_report),
+                  "--set", "init=scratch", "--set", "summary_training.lr=0.01") == 0
+    rows = json.loads(out.read_text())["candidates"]
+    assert len(rows) == 2 and [r["init"] for r in rows] == ["scratch", "scratch"]

@@ -1,19 +1,19 @@
 """``td3rec proxy``: a summary as a cheap proxy for model selection.
 
 Trains every learner configuration declared in CONFIG.yaml once on the summary and once on the full data and
-reports how well the two rankings agree, and what each search cost.
+reports how well the two rankings agree, and what each search cost. ``--full-from`` takes the full-data side
+(which does not depend on the summary) from an earlier report, so that a new summary costs only its own search.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args
 from td3rec.errors import ConfigError
-from td3rec.experiments.proxy import format_report, load_proxy_config, run_proxy
+from td3rec.experiments.proxy import FullFrom, format_report, load_proxy_config, read_proxy_report, run_proxy
 from td3rec.training.checkpoint import load_checkpoint
 from td3rec.utils.atomic import write_json
 from td3rec.utils.device import resolve_device
@@ -37,7 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the report as JSON (also after every candidate, with status running)")
     parser.add_argument("--resume", action="store_true",
                         help="take the candidates already in --json FILE whose settings are unchanged instead of "
-                             "training them again")
+                             "training them again (with --full-from: those are taken as they are, the others train "
+                             "only on the summary)")
+    parser.add_argument("--full-from", metavar="FILE",
+                        help="an earlier report (--json) on the same data, split, max_len, seeds, full_training and "
+                             "eval settings, holding every candidate with the same model, options and full_training "
+                             "overrides: take their full-data results (metrics, best epochs, seconds) from it and "
+                             "train only the summary side; anything else is refused")
     parser.add_argument("--device", help="auto, cpu or cuda (default: the config's device, auto)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting of CONFIG.yaml, e.g. --set summary_training.steps=100 (repeatable)")
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and json_path is None:
         raise ConfigError("--resume takes the finished candidates from --json FILE; give --json")
     reuse = _previous_candidates(json_path) if args.resume else None
+    full_from = FullFrom.load(args.full_from, output=json_path) if args.full_from else None
     device = resolve_device(config.device)
     dataset = dataset_from_args(args)
     teacher = None
@@ -69,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
     def save_partial(rows: list[dict]) -> None:
         if json_path is not None:
             write_json(json_path, {"status": "running", "dataset": dataset.name, "summary": args.summary,
-                                   "candidates": rows})
+                                   "full_from": args.full_from, "candidates": rows})
 
     result = run_proxy(dataset, args.summary, config, teacher=teacher, progress=not args.no_progress,
-                       reuse=reuse, on_candidate=save_partial)
+                       reuse=reuse, on_candidate=save_partial, full_from=full_from)
     report = result.to_dict()
     print(format_report(report))
     if json_path is not None:
@@ -86,8 +93,4 @@ def _previous_candidates(path: Path) -> dict[str, dict]:
     if not path.is_file():
         log.info("%s does not exist yet: every candidate is trained", path)
         return {}
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8")).get("candidates", [])
-        return {row["name"]: row for row in rows}
-    except (ValueError, AttributeError, KeyError, TypeError, RecursionError):
-        raise ConfigError(f"--resume: {path} is not a td3rec proxy report") from None
+    return {row["name"]: row for row in read_proxy_report(path, "--resume")["candidates"]}

@@ -8,6 +8,11 @@ data's: Spearman and Kendall (tau-b) rank correlations, whether the full-data be
 summary's top-1 / among its top-k, the overlap of the two top-k sets, the regret of picking the summary's
 favourite, and the wall time of both searches.
 
+**Reusing the full-data side.** The full-data side does not depend on the summary and is by far the more
+expensive one; :class:`FullFrom` takes it from an earlier report (``td3rec proxy --full-from FILE``) after
+checking that it was measured the same way (data, split, ``max_len``, seeds, full-data and eval settings, every
+candidate's model, options and overrides), so that a new summary costs only its own search.
+
 **Ties** in the rank correlations get average ranks (Spearman) and the tau-b correction (Kendall), both as
 pandas computes them (``DataFrame.corr``); a side whose values are all equal makes the correlation undefined
 (``None``). In the top-k agreement, ties count *against* a configuration, as in the ranking metrics: its rank
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import time
@@ -46,6 +52,8 @@ log = logging.getLogger(__name__)
 #: initialisation settings of summary-trained learners: ``auto`` or one of the protocols
 INIT_CHOICES = ("auto",) + PROTOCOLS
 _METRIC_NAMES = ("HR", "NDCG", "MRR")
+#: the users both searches are measured on
+SPLIT = "valid"
 
 
 # -- configuration --------------------------------------------------------------------------------------
@@ -407,12 +415,15 @@ def run_proxy(
     progress: bool = False,
     reuse: dict[str, dict] | None = None,
     on_candidate: Callable[[list[dict]], None] | None = None,
+    full_from: FullFrom | None = None,
 ) -> ProxyResult:
     """Train every candidate on the summary and on the full data, compare the two rankings.
 
     Every setting is checked before any training starts. ``reuse`` maps candidate names to results of an
-    earlier run (``ProxyResult.candidates`` entries); one is taken instead of training when its ``config``
-    equals the candidate's current one. ``on_candidate`` is called with the results so far after each
+    earlier run (``ProxyResult.candidates`` entries); one is taken as it is, instead of training, when its
+    ``config`` equals the candidate's current one. ``full_from`` (an earlier report) supplies the full-data side
+    of every other candidate, which is then trained only on the summary; a report that does not match this run
+    is refused (:meth:`FullFrom.rows_for`). ``on_candidate`` is called with the results so far after each
     candidate (e.g. to save partial results).
     """
     config.validate()
@@ -444,6 +455,8 @@ def run_proxy(
                                          if k not in ("seed", "device")},
                        "summary_sha256": summary_sha256, "dataset_fingerprint": dataset.fingerprint()}
         plans.append((candidate, init, reason, training, full_configs, model_options, plan_config))
+    reused_full = {} if full_from is None else full_from.rows_for(
+        dataset, config, max_len, {plan[0].label: plan[-1] for plan in plans}, str(device))
 
     split = leave_one_out(dataset)
     for protocol in config.eval.protocols:  # impossible sampled protocols fail here, before any training
@@ -465,38 +478,30 @@ def run_proxy(
                  config.seeds, init, reason)
         start = time.perf_counter()
         summary_res = evaluate_sources(source, split, arch=candidate.model, protocol=init, seeds=_seeds(config),
-                                       which="valid", max_len=max_len, eval_config=config.eval, device=device,
+                                       which=SPLIT, max_len=max_len, eval_config=config.eval, device=device,
                                        training=training, teacher=teacher if init == "reference" else None,
                                        model_options=model_options)
         summary_seconds = time.perf_counter() - start
-        full_runs = []
-        from td3rec.training.trainer import train_full_data
-
-        for train_config in full_configs:
-            start = time.perf_counter()
-            res = train_full_data(dataset, train_config, run_dir=None, progress=progress)
-            full_runs.append({"seed": train_config.seed, "valid": res.valid, "test": res.test,
-                              "best_epoch": res.best_epoch, "epochs_run": len(res.history),
-                              "seconds": time.perf_counter() - start})
-            del res
-        valid_mean, valid_std = mean_std([r["valid"] for r in full_runs])
-        test_mean, _ = mean_std([r["test"] for r in full_runs])
         row = {
             "name": label, "model": candidate.model, "model_options": model_options, "init": init,
             "init_reason": reason,
             "summary": {"valid": summary_res["mean"], "valid_std": summary_res["std"], "runs": summary_res["runs"],
                         "train_seconds": summary_res["train_seconds"], "seconds": summary_seconds,
                         "training": to_dict(training)},
-            "full": {"valid": valid_mean, "valid_std": valid_std, "test": test_mean, "runs": full_runs,
-                     "seconds": sum(r["seconds"] for r in full_runs),
-                     "training": plan_config["full_training"]},
-            "config": plan_config,
         }
+        earlier = reused_full.get(label)
+        if earlier is None:
+            row["full"] = _train_full_side(dataset, full_configs, plan_config["full_training"], progress)
+        else:  # measured when that report was made; its origin is kept when it was itself reused
+            row["full"] = earlier["full"]
+            row["full_from"] = earlier.get("full_from") or full_from.path
+        row["config"] = plan_config
         key = config.metrics[0]
-        log.info("candidate %d/%d %s: %s summary %.4f (%.1fs), full data %.4f (%.1fs, best epoch %s)",
+        log.info("candidate %d/%d %s: %s summary %.4f (%.1fs), full data %.4f (%.1fs, best epoch %s%s)",
                  index + 1, len(plans), label, key, metric_of(row["summary"]["valid"], key), summary_seconds,
                  metric_of(row["full"]["valid"], key), row["full"]["seconds"],
-                 ",".join(str(r["best_epoch"]) for r in full_runs))
+                 ",".join(str(r["best_epoch"]) for r in row["full"]["runs"]),
+                 f"; reused from {row['full_from']}" if "full_from" in row else "")
         results.append(row)
         if on_candidate is not None:
             on_candidate(results)
@@ -515,10 +520,28 @@ def run_proxy(
         "summary_info": {"method": summary_meta.get("method"), "epoch": summary_meta.get("epoch"),
                          "factor_shapes": summary_meta.get("factor_shapes"),
                          "teacher_model": summary_meta.get("teacher_model")},
-        "split": "valid", "max_len": max_len, "device": str(device), "headline_metric": config.metrics[0],
-        "settings": to_dict(config),
+        "split": SPLIT, "max_len": max_len, "device": str(device), "headline_metric": config.metrics[0],
+        "settings": to_dict(config), "full_from": None if full_from is None else full_from.path,
     }
     return ProxyResult(candidates=results, agreement=agree, time=timing, meta=meta)
+
+
+def _train_full_side(dataset: SequenceDataset, full_configs: list, training: dict, progress: bool) -> dict:
+    """The ``full`` entry of a candidate: one early-stopped learner per seed, measured on the validation users
+    (mean and std) and the test users (mean), with best epochs and wall times."""
+    from td3rec.training.trainer import train_full_data
+
+    runs = []
+    for train_config in full_configs:
+        start = time.perf_counter()
+        res = train_full_data(dataset, train_config, run_dir=None, progress=progress)
+        runs.append({"seed": train_config.seed, "valid": res.valid, "test": res.test, "best_epoch": res.best_epoch,
+                     "epochs_run": len(res.history), "seconds": time.perf_counter() - start})
+        del res
+    valid_mean, valid_std = mean_std([r["valid"] for r in runs])
+    test_mean, _ = mean_std([r["test"] for r in runs])
+    return {"valid": valid_mean, "valid_std": valid_std, "test": test_mean, "runs": runs,
+            "seconds": sum(r["seconds"] for r in runs), "training": training}
 
 
 def _warm_up(device: torch.device) -> None:
@@ -541,6 +564,126 @@ def _file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# -- an earlier report -----------------------------------------------------------------------------------
+def read_proxy_report(path: str | Path, option: str) -> dict:
+    """A report written by ``td3rec proxy --json`` (or the benchmark), finished or not: a mapping with a
+    ``candidates`` list of named results. Anything else is a ConfigError naming ``option``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{option}: {p} {'is not a file' if p.exists() else 'does not exist'}")
+    try:
+        report = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        report = None
+    rows = report.get("candidates") if isinstance(report, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in rows):
+        raise ConfigError(f"{option}: {p} is not a td3rec proxy report (the JSON of td3rec proxy --json)")
+    return report
+
+
+@dataclass
+class FullFrom:
+    """The full-data side of an earlier, finished proxy report, reused instead of trained (``--full-from``).
+
+    Attributes:
+        path: the report file, as given (recorded in the new report).
+        report: its content.
+    """
+
+    path: str
+    report: dict
+
+    @classmethod
+    def load(cls, path: str | Path, output: str | Path | None = None) -> FullFrom:
+        """Read and check the report at ``path``; ``output`` (the report this run writes) must be another file,
+        since writing it would destroy the results being reused (an interrupted run could not resume)."""
+        where = f"--full-from {path}"
+        if output is not None and Path(output).resolve() == Path(path).resolve():
+            raise ConfigError(f"{where} is the report this run writes: it would be overwritten; write the new "
+                              "report to another file")
+        report = read_proxy_report(path, "--full-from")
+        if report.get("status") != "finished":
+            raise ConfigError(f"{where} is an unfinished proxy report (status {report.get('status')!r}); finish it "
+                              "first (--resume) or give a finished one")
+        settings = report.get("settings")
+        complete = (all(key in report for key in ("fingerprint", "split", "max_len"))
+                    and isinstance(settings, dict) and all(key in settings for key in ("seeds", "seed"))
+                    and all(isinstance(settings.get(key), dict) for key in ("full_training", "eval"))
+                    and all(isinstance(r.get("config"), dict) and isinstance(r.get("full"), dict)
+                            and all(key in r["full"] for key in ("valid", "test", "runs", "seconds"))
+                            for r in report["candidates"]))
+        if not complete:
+            raise ConfigError(f"{where} is not a finished td3rec proxy report (fingerprint, split, max_len, "
+                              "settings or the candidates' full-data results are missing)")
+        return cls(str(path), report)
+
+    def rows_for(self, dataset: SequenceDataset, config: ProxyConfig, max_len: int, plan_configs: dict[str, dict],
+                 device: str) -> dict[str, dict]:
+        """The earlier result of every candidate (name -> its report entry), after checking that its full-data
+        side was measured exactly as this run would measure it; any difference is a ConfigError naming it.
+        ``plan_configs`` maps each candidate's name to its resolved ``config`` (:func:`run_proxy`). Candidates
+        of the report that this run does not have are ignored."""
+        report, where = self.report, f"--full-from {self.path}"
+        if report["fingerprint"] != dataset.fingerprint():
+            raise ConfigError(f"{where} was made on other data (dataset {report.get('dataset')!r}, fingerprint "
+                              f"{str(report['fingerprint'])[:12]}) than {dataset.name!r} (fingerprint "
+                              f"{dataset.fingerprint()[:12]}); use the same dataset and preprocessing")
+        if report["split"] != SPLIT:
+            raise ConfigError(f"{where} was measured on the {report['split']!r} users, this run on {SPLIT!r}")
+        if report["max_len"] != max_len:
+            raise ConfigError(f"{where} was made with max_len {report['max_len']}, this run uses {max_len} "
+                              f"(set max_len: {report['max_len']} to match)")
+        settings = report["settings"]
+        if (settings["seeds"], settings["seed"]) != (config.seeds, config.seed):
+            raise ConfigError(f"{where} trained {settings['seeds']} seed(s) from seed {settings['seed']}, this run "
+                              f"{config.seeds} from seed {config.seed} (settings seeds and seed)")
+        for key, ours in (("full_training", config.full_training), ("eval", config.eval)):
+            differences = _differences(_as_json(to_dict(ours)), settings[key], f"{key}.")
+            if differences:
+                raise ConfigError(f"{where} has other {key} settings than this run: {differences}")
+        rows = {row["name"]: row for row in report["candidates"]}
+        for name, plan_config in plan_configs.items():
+            if name not in rows:
+                raise ConfigError(f"{where} has no candidate {name!r} (it has {', '.join(map(repr, rows))}); add it "
+                                  "there or remove it here")
+            differences = _differences(_full_side(plan_config), _full_side(rows[name]["config"]))
+            if differences:
+                raise ConfigError(f"{where}: candidate {name!r} has other settings there: {differences}")
+        if report.get("device") != device:
+            log.warning("%s: its full-data side ran on %s, this run's summary side runs on %s: compare the times "
+                        "with care", where, report.get("device"), device)
+        log.info("%s: the full-data side of %d candidate(s) is reused, measured when that report was made",
+                 where, len(plan_configs))
+        return {name: rows[name] for name in plan_configs}
+
+
+def _full_side(plan_config: dict) -> dict:
+    """What in a candidate's ``config`` decides its full-data results: the model with its resolved options,
+    max_len, the seeds, the data and the resolved full-data training (its ``model_options`` as written are left
+    out: the resolved ones decide, and ``{}`` and the defaults spelt out train the same learner)."""
+    full_training = {k: v for k, v in (plan_config.get("full_training") or {}).items() if k != "model_options"}
+    keys = ("model", "model_options", "max_len", "seeds", "dataset_fingerprint")
+    return _as_json({**{key: plan_config.get(key) for key in keys}, "full_training": full_training})
+
+
+def _as_json(value):
+    """``value`` as it reads back from JSON (tuples become lists), so that it compares with a loaded report."""
+    return json.loads(json.dumps(value))
+
+
+def _differences(ours: dict, theirs: dict, prefix: str = "") -> str:
+    """The (nested) settings that differ, e.g. ``full_training.lr 0.002 here, 0.001 there``; empty if none."""
+    found = []
+    for key in list(ours) + [k for k in theirs if k not in ours]:
+        a, b = ours.get(key, "unset"), theirs.get(key, "unset")
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _differences(a, b, f"{prefix}{key}.")
+            found += [inner] if inner else []
+        elif a != b:
+            found.append(f"{prefix}{key} {json.dumps(a)} here, {json.dumps(b)} there")
+    return "; ".join(found)
 
 
 # -- text ---------------------------------------------------------------------------------------------------
@@ -573,7 +716,22 @@ def format_report(report: dict) -> str:
     speedup = "n/a" if t["speedup"] is None else f"{t['speedup']:.1f}x"
     lines.append(f"time: summary search {seconds(t['summary_search_seconds'])} s, full-data search "
                  f"{seconds(t['full_search_seconds'])} s, speed-up {speedup} (teacher and distillation not included)")
+    note = full_from_note(report)
+    if note:
+        lines.append(note)
     return "\n".join(lines)
+
+
+def full_from_note(report: dict) -> str:
+    """One sentence saying which candidates' full-data side was reused from an earlier report (``--full-from``)
+    and that its times are those measured then; empty when every candidate was trained in this run."""
+    rows = report["candidates"]
+    origins = sorted({r["full_from"] for r in rows if r.get("full_from")})
+    if not origins:
+        return ""
+    count = sum(1 for r in rows if r.get("full_from"))
+    return (f"full-data side of {count} of {len(rows)} candidates reused from {', '.join(origins)} (not trained in "
+            "this run): its metrics, best epochs and seconds are those measured when that report was made")
 
 
 def seconds(value: float) -> str:
