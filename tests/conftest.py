@@ -56,6 +56,18 @@ def toy_teacher(toy_data: Path, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def toy_gru_teacher(toy_data: Path, tmp_path_factory) -> Path:
+    """A 3-epoch tiny GRU4Rec teacher run on :func:`toy_data` (the second architecture of multi-architecture runs)."""
+    from td3rec.cli import main
+
+    out = tmp_path_factory.mktemp("toy-gru-teacher") / "teacher"
+    assert main(["train", "--dataset", str(toy_data), "--epochs", "3", "--model", "gru4rec", "--out", str(out),
+                 "--k-core", "0", "--no-progress", "--set", "eval.protocols=[full]", "--valid-metric", "full:NDCG@10",
+                 "--set", "model_options={embedding_size: 12, hidden_size: 16}"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def toy_distill_reference(toy_data: Path, toy_teacher: Path, tmp_path_factory) -> Path:
     """An uninterrupted ``pipeline_support.distill_args`` run, the reference of the resume tests."""
     from pipeline_support import distill_args

@@ -109,15 +109,6 @@ def test_one_learner_meta_batch_is_the_plain_backward():
 
 # -- end to end ------------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def gru_teacher(toy_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("gru-teacher") / "teacher"
-    assert main(["train", "--dataset", str(toy_data), "--epochs", "3", "--model", "gru4rec", "--out", str(out),
-                 "--k-core", "0", "--no-progress", "--set", "eval.protocols=[full]", "--valid-metric", "full:NDCG@10",
-                 "--set", "model_options={embedding_size: 12, hidden_size: 16}"]) == 0
-    return out
-
-
 def _multi_args(data, teachers, out, *extra, model: str = "sasrec,gru4rec"):
     teacher_args = [arg for t in teachers for arg in ("--teacher", str(t))]
     multi = ["--set", "learners_per_step=1", "--set", "inner.augment_by_model={gru4rec: false}"] if "," in model else []
@@ -125,11 +116,11 @@ def _multi_args(data, teachers, out, *extra, model: str = "sasrec,gru4rec"):
             "--out", str(out), *DISTILL_TINY, "--set", "checkpoint_every=3", *multi, *extra]
 
 
-def test_multi_architecture_run_validates_every_learner_and_resumes_bit_for_bit(toy_data, toy_teacher, gru_teacher,
+def test_multi_architecture_run_validates_every_learner_and_resumes_bit_for_bit(toy_data, toy_teacher, toy_gru_teacher,
                                                                                  tmp_path):
     reference = tmp_path / "reference"
     # the teachers in either order: they are matched to the architectures by their model
-    assert main(_multi_args(toy_data, [gru_teacher, toy_teacher], reference)) == 0
+    assert main(_multi_args(toy_data, [toy_gru_teacher, toy_teacher], reference)) == 0
     steps = read_jsonl(reference / "steps.jsonl")
     assert [s["models"] for s in steps] == [["sasrec"], ["gru4rec"]] * 4  # round-robin, one learner per step
     metrics = json.loads((reference / "metrics.json").read_text())
@@ -140,10 +131,10 @@ def test_multi_architecture_run_validates_every_learner_and_resumes_bit_for_bit(
             assert value == pytest.approx((by_model["sasrec"]["full"][metric] + by_model["gru4rec"]["full"][metric]) / 2)
     _, meta = load_summary(reference / "summary_best.safetensors")
     assert meta["models"] == ["sasrec", "gru4rec"] and meta["teacher_model"] == "sasrec"
-    assert meta["teacher_runs"]["gru4rec"] == str(gru_teacher)
+    assert meta["teacher_runs"]["gru4rec"] == str(toy_gru_teacher)
 
     out = tmp_path / "killed"
-    kill_after_checkpoints(_multi_args(toy_data, [toy_teacher, gru_teacher], out), 3, tmp_path / "frozen")
+    kill_after_checkpoints(_multi_args(toy_data, [toy_teacher, toy_gru_teacher], out), 3, tmp_path / "frozen")
     saved = load_run_state(out / RESUME_FILE, "distill")
     assert len(saved["learners"]) == 2 and all(state is not None for state in saved["learners"])
     assert main(["distill", "--resume", str(out), "--no-progress"]) == 0
@@ -151,11 +142,11 @@ def test_multi_architecture_run_validates_every_learner_and_resumes_bit_for_bit(
     assert without_timings(read_jsonl(out / "steps.jsonl")) == without_timings(steps)
 
 
-def test_every_learner_of_a_step_trains(toy_data, toy_teacher, gru_teacher, tmp_path):
+def test_every_learner_of_a_step_trains(toy_data, toy_teacher, toy_gru_teacher, tmp_path):
     """With every architecture per step, both learners unroll each step (two unroll lengths recorded) and the
     summary differs from a SASRec-only run's from the same seed."""
     both, alone = tmp_path / "both", tmp_path / "alone"
-    assert main(_multi_args(toy_data, [toy_teacher, gru_teacher], both, "--set", "learners_per_step=0",
+    assert main(_multi_args(toy_data, [toy_teacher, toy_gru_teacher], both, "--set", "learners_per_step=0",
                             "--max-steps", "2")) == 0
     assert all(len(s["unroll"]) == 2 and s["models"] == ["sasrec", "gru4rec"] for s in read_jsonl(both / "steps.jsonl"))
     assert main(["distill", "--dataset", str(toy_data), "--teacher", str(toy_teacher), "--epochs", "2", "--out",
@@ -170,9 +161,9 @@ def test_every_learner_of_a_step_trains(toy_data, toy_teacher, gru_teacher, tmp_
     ("both", "sasrec", "gru4rec not distilled through"),
     ("sasrec twice", "sasrec,gru4rec", "two teachers are sasrec"),
 ])
-def test_teachers_must_match_the_architectures(toy_data, toy_teacher, gru_teacher, tmp_path, capsys, teachers,
+def test_teachers_must_match_the_architectures(toy_data, toy_teacher, toy_gru_teacher, tmp_path, capsys, teachers,
                                                model, message):
-    runs = {"sasrec": [toy_teacher], "both": [toy_teacher, gru_teacher], "sasrec twice": [toy_teacher, toy_teacher]}
+    runs = {"sasrec": [toy_teacher], "both": [toy_teacher, toy_gru_teacher], "sasrec twice": [toy_teacher, toy_teacher]}
     assert main(_multi_args(toy_data, runs[teachers], tmp_path / "out", model=model)) == 2
     err = capsys.readouterr().err
     assert message in err.strip().splitlines()[-1] and "Traceback" not in err

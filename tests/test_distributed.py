@@ -159,3 +159,45 @@ def test_killed_multi_process_run_resumes(toy_data, toy_teacher, single_run, tmp
     assert resumed.returncode == 0, resumed.stderr
     assert_close_runs(single_run, out)
     assert not (out / RESUME_FILE).exists()
+
+
+# -- learner parallelism ----------------------------------------------------------------------------------------
+@needs_gloo
+def test_two_processes_split_the_learners_of_a_multi_architecture_run(toy_data, toy_teacher, toy_gru_teacher,
+                                                                     tmp_path):
+    """Two architectures, two processes: each process trains one learner on the whole real batch and the
+    meta-gradients are averaged by one all-reduce; the run ends where one process training both ends, and a
+    killed run (learner states gathered from both processes into resume.pt) resumes to the same end."""
+    multi = ("--teacher", str(toy_gru_teacher), "--model", "sasrec,gru4rec")
+    single = tmp_path / "single"
+    assert main(distill_args(toy_data, toy_teacher, single, *multi)) == 0
+    out, record = tmp_path / "multi", tmp_path / "record"
+    child = torchrun(record, distill_args(toy_data, toy_teacher, out, *multi))
+    assert child.wait(timeout=300) == 0, (record / "torchrun.log").read_text()
+    assert_close_runs(single, out)
+    assert all(r["models"] == ["sasrec", "gru4rec"] and len(r["unroll"]) == 2 for r in read_jsonl(out / "steps.jsonl"))
+    metrics = {run: json.loads((run / "metrics.json").read_text()) for run in (single, out)}
+    assert (metrics[single]["parallelism"], metrics[out]["parallelism"]) == ("none", "learners")
+    for a, b in zip(metrics[single]["history"], metrics[out]["history"]):  # process 1 validated the GRU learner
+        assert b["valid_by_model"]["gru4rec"] == a["valid_by_model"]["gru4rec"]
+
+    killed, record = tmp_path / "killed", tmp_path / "record-killed"
+    # frozen where it would write its second checkpoint: resume.pt holds step 3, mid-epoch, both learners' states
+    child = torchrun(record, distill_args(toy_data, toy_teacher, killed, *multi), TD3REC_TEST_FREEZE="1")
+    deadline = time.monotonic() + 180
+    while not (record / "frozen").exists():
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            pytest.fail(f"the run never reached the kill point: {(record / 'torchrun.log').read_text()}")
+        time.sleep(0.05)
+    for rank in (0, 1):
+        os.kill(int((record / f"pid-rank{rank}").read_text()), signal.SIGKILL)
+    child.kill()
+    child.wait(timeout=30)
+    saved = load_run_state(killed / RESUME_FILE, "distill")
+    assert saved["progress"]["global_step"] == 3 and len(saved["learner_rngs"]) == 2
+    assert all(state is not None for state in saved["learners"])  # process 1's GRU learner came to process 0
+    resumed = subprocess.run([sys.executable, "-m", "td3rec", "-q", "distill", "--resume", str(killed), "--nproc", "2",
+                              "--no-progress"], capture_output=True, text=True, env=child_env(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_close_runs(single, killed)

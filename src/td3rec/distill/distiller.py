@@ -97,6 +97,11 @@ class Learner:
     inner: InnerLoop
     features: torch.Tensor
     state: LearnerState | None = None
+    #: the random draws of this learner (starts, unroll lengths, cuts, negatives; its dropout is seeded from it):
+    #: the run's generator for a single architecture, its own for each of several
+    generator: torch.Generator | None = None
+    #: whether this process trains it (learner parallelism gives each architecture to one process)
+    owned: bool = True
 
     @property
     def arch(self) -> str:
@@ -212,6 +217,12 @@ class Distiller:
             inner_cfg = dataclasses.replace(cfg.inner, augment=cfg.inner.augment_for(t.model_name))
             learners.append(Learner(t, InnerLoop(model, inner_cfg, cfg.n_sequences, cfg.chunk_size, cfg.precision),
                                     self.dist.teacher_features(t.model, examples, self.device)))
+        multi = len(learners) > 1
+        # several processes and at least as many architectures: each process trains its own (learner parallelism)
+        split_learners = multi and 1 < self.dist.world_size <= len(learners)
+        for i, learner in enumerate(learners):
+            learner.generator = torch.Generator().manual_seed(learner_seed(cfg.seed, i)) if multi else generator
+            learner.owned = not split_learners or i % self.dist.world_size == self.dist.rank
         V = teacher.model.item_vectors().detach().clone()
         summary = build_summary(cfg, V, generator=generator).to(self.device)  # TD3 (Tucker) or Farzi
         opt = torch.optim.Adam(summary.parameters(), lr=cfg.outer_lr, weight_decay=cfg.outer_weight_decay)
@@ -241,9 +252,13 @@ class Distiller:
             meta_base.update(models=[l.arch for l in learners],
                              teacher_runs={l.arch: str(l.teacher.run_dir) for l in learners})
         if resuming:
-            restored, states = self._restore(checkpoint, fingerprint, summary, opt, sched, generator, len(learners))
-            for learner, state in zip(learners, states):
-                learner.state = state
+            restored, states, rngs = self._restore(checkpoint, fingerprint, summary, opt, sched, generator,
+                                                   len(learners))
+            for learner, state, rng in zip(learners, states, rngs):
+                if learner.owned:
+                    learner.state = state
+                    if multi:
+                        learner.generator.set_state(rng)
             for name in restored.to_payload():  # in place: the budget schedule reads progress.planned_steps
                 setattr(progress, name, getattr(restored, name))
             kept = rewrite_jsonl(log_path, lambda r: r.get("step", 0) <= progress.global_step) if log_path else 0
@@ -257,6 +272,10 @@ class Distiller:
         guard = NonFiniteGuard(cfg.max_nonfinite_steps, progress.skipped, progress.nonfinite_streak)
 
         def save_progress() -> None:
+            # (learner parallelism: every learner's state and generator, gathered from the process that owns it)
+            owned = {i: (learner_payload(l.state), l.generator.get_state() if multi else None)
+                     for i, l in enumerate(learners) if l.owned}
+            gathered = (_merge(self.dist.collect(owned)) if split_learners else owned)
             if checkpoint is None or self.out_dir is None:
                 return
             progress.skipped, progress.nonfinite_streak = guard.total, guard.streak
@@ -265,7 +284,8 @@ class Distiller:
                 "config": to_dict(cfg), "fingerprint": fingerprint, "summary": _cpu_state(summary.state_dict()),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "rng": capture_rng(generator, cuda=self.device.type == "cuda"),
-                "learners": [learner_payload(l.state) for l in learners], "progress": progress.to_payload(),
+                "learners": [gathered[i][0] for i in range(len(learners))],
+                "learner_rngs": [gathered[i][1] for i in range(len(learners))], "progress": progress.to_payload(),
             })
 
         bar = tqdm(total=None if budget else total_steps, initial=progress.global_step, desc="distill",
@@ -294,7 +314,8 @@ class Distiller:
             epoch_start = time.perf_counter() - progress.epoch_elapsed
             if progress.order is None:  # the epoch starts: learner starts, then the order of the real examples
                 for learner in learners:
-                    learner.state = learner.inner.start(self._start_params(learner.teacher, generator))
+                    if learner.owned:
+                        learner.state = learner.inner.start(self._start_params(learner.teacher, learner.generator))
                 progress.order = torch.randperm(len(examples), generator=generator)
                 progress.position = 0
             while (progress.position < steps_per_epoch and not (step_limit() and progress.global_step >= step_limit())
@@ -310,19 +331,23 @@ class Distiller:
                                                         progress.global_step % cfg.support_refresh,
                                                         cfg.support_refresh)).cpu()
                 support = progress.support.to(self.device) if k else None
-                local = self.dist.share(index)  # this process's contiguous share of the global batch
+                # this process's contiguous share of the global batch (learner parallelism: all of it)
+                local = index if split_learners else self.dist.share(index)
                 batch = examples.subset(local).trimmed().to(self.device) if len(local) else None
-                unrolls: list[int] = []
+                unrolls: dict[str, int] = {}
 
                 def learner_loss(learner: Learner):
                     """Train one learner on the summary (its unroll), then its loss on the real batch."""
+                    draws = learner.generator
+                    if multi:  # dropout from the learner's own draws: the same on whichever process trains it
+                        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=draws)))
                     if cfg.reset == "step" and progress.position > 0:  # (the epoch's first step has a fresh start)
-                        learner.state = learner.inner.start(self._start_params(learner.teacher, generator))
-                    n_unroll = draw_unroll_length(cfg.inner_steps, cfg.window, cfg.random_unroll, generator)
-                    unrolls.append(n_unroll)
+                        learner.state = learner.inner.start(self._start_params(learner.teacher, draws))
+                    n_unroll = draw_unroll_length(cfg.inner_steps, cfg.window, cfg.random_unroll, draws)
+                    unrolls[learner.arch] = n_unroll
                     learner.state = learner.inner.unroll(learner.state, summary.core_product(), summary.item_factor,
-                                                         n_unroll, cfg.window, generator, support)
-                    negatives = (draw_negatives(self.dataset.n_items, cfg.outer_negatives, generator, self.device)
+                                                         n_unroll, cfg.window, draws, support)
+                    negatives = (draw_negatives(self.dataset.n_items, cfg.outer_negatives, draws, self.device)
                                  if cfg.outer_negatives else None)
                     if not len(local):
                         return None
@@ -335,13 +360,17 @@ class Distiller:
                         learner.inner.model.train()
 
                 opt.zero_grad(set_to_none=True)
-                loss, ce, mse = self.dist.backward(  # the global batch's loss and meta-gradient (all-reduced)
-                    [lambda learner=learner: learner_loss(learner) for learner in step_learners],
-                    summary.parameters(), len(local), len(index))
+                computes = [lambda learner=learner: learner_loss(learner) for learner in step_learners if learner.owned]
+                if split_learners:  # the mean over the step's learners, each trained by its own process
+                    loss, ce, mse = self.dist.backward_learners(computes, summary.parameters(), len(step_learners))
+                    unrolls = _merge(self.dist.collect(unrolls))
+                else:  # the global batch's loss and meta-gradient (all-reduced over the shares)
+                    loss, ce, mse = self.dist.backward(computes, summary.parameters(), len(local), len(index))
                 grad_norm = torch.nn.utils.clip_grad_norm_(summary.parameters(),
                                                            cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
                 for learner in step_learners:
-                    learner.state = learner.state.detached()
+                    if learner.owned:
+                        learner.state = learner.state.detached()
                 finite = guard.check(loss, grad_norm)
                 if finite:
                     opt.step()
@@ -349,17 +378,20 @@ class Distiller:
                     log.warning("outer step %d: non-finite loss or meta-gradient, update skipped (%d in a row, "
                                 "%d in all)", progress.global_step + 1, guard.streak, guard.total)
                     for learner in step_learners:
-                        if self.dist.any(not all_finite(*learner.state.params.values())):
+                        if self.dist.any(learner.owned and not all_finite(*learner.state.params.values())):
                             log.warning("the inner %s learner diverged; it restarts from a new start point",
                                         learner.arch)
-                            learner.state = learner.inner.start(self._start_params(learner.teacher, generator))
+                            if learner.owned:
+                                learner.state = learner.inner.start(self._start_params(learner.teacher,
+                                                                                       learner.generator))
                 with warnings.catch_warnings():  # a skipped first update is not the misuse torch warns about
                     warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
                     sched.step()
                 progress.global_step += 1
                 progress.position += 1
                 progress.step_seconds.append(time.perf_counter() - start)
-                n_unroll = unrolls[0] if len(unrolls) == 1 else unrolls
+                n_unroll = [unrolls[l.arch] for l in step_learners]
+                n_unroll = n_unroll[0] if len(n_unroll) == 1 else n_unroll
                 record = {"step": progress.global_step, "epoch": epoch, "unroll": n_unroll,
                           "loss": float(loss.detach()), "ce": float(ce.detach()), "mse": float(mse.detach()),
                           "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0], "skipped": not finite,
@@ -385,7 +417,7 @@ class Distiller:
                           or (budget is None and epoch == cfg.epochs))
             if (cfg.eval_every and epoch % cfg.eval_every == 0) or last_epoch:
                 started = time.perf_counter()
-                valid = self._validate(summary, [l.teacher for l in learners], split, k)
+                valid = self._validate(summary, learners, split, k, split_learners)
                 progress.validation_seconds.append(time.perf_counter() - started)
                 if budget is not None and not last_epoch:
                     replan()  # (a plan that ends here makes this validation the final one)
@@ -429,14 +461,17 @@ class Distiller:
                 "real_interactions": self.dataset.n_interactions,
                 "time_budget_seconds": cfg.time_budget, "seconds": progress.elapsed,
                 "planned_steps": progress.planned_steps if budget is not None else None,
-                "trajectory_fallback": self.trajectory_fallback,
+                "trajectory_fallback": self.trajectory_fallback, "processes": self.dist.world_size,
+                "parallelism": "learners" if split_learners else "batch" if self.dist.world_size > 1 else "none",
             })
             checkpoint.unlink(missing_ok=True)  # finished: nothing left to resume
         return result
 
     def _restore(self, checkpoint: Path, fingerprint: str, summary: TuckerSummary, opt, sched,
-                 generator: torch.Generator, n_learners: int) -> tuple[DistillProgress, list[LearnerState | None]]:
-        """Load ``resume.pt`` into the freshly built objects; returns the progress and the learners' states."""
+                 generator: torch.Generator,
+                 n_learners: int) -> tuple[DistillProgress, list[LearnerState | None], list[torch.Tensor | None]]:
+        """Load ``resume.pt`` into the freshly built objects; returns the progress, the learners' states and their
+        generators' states (``None`` for a single architecture, whose learner draws from the run's generator)."""
         saved = load_run_state(checkpoint, "distill")
         if saved.get("fingerprint") != fingerprint:
             raise DataError(f"{checkpoint} was written for other data than {self.dataset.name!r} (fingerprint "
@@ -450,13 +485,14 @@ class Distiller:
             sched.load_state_dict(saved["scheduler"])
             progress = DistillProgress.from_payload(saved["progress"])
             states = [learner_from_payload(payload, self.device) for payload in saved["learners"]]
-            if len(states) != n_learners:
+            rngs = list(saved["learner_rngs"])
+            if len(states) != n_learners or len(rngs) != n_learners:
                 raise ValueError("one learner state per architecture")
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise DataError(f"{checkpoint} does not match this run ({type(err).__name__}); it is corrupted or from "
                             "an incompatible version") from None
         restore_rng(saved["rng"], generator)
-        return progress, states
+        return progress, states, rngs
 
     def _stop_diverged(self, summary: TuckerSummary, meta_base: dict, epoch: int, progress: DistillProgress,
                        guard: NonFiniteGuard) -> None:
@@ -471,15 +507,19 @@ class Distiller:
             message += f"; the last good summary is {self.run_dir / 'summary_last.safetensors'}"
         raise DivergedError(message)
 
-    def _validate(self, summary: TuckerSummary, teachers: list[Teacher], split, support_size: int = 0) -> dict:
+    def _validate(self, summary: TuckerSummary, learners: list[Learner], split, support_size: int = 0,
+                  split_learners: bool = False) -> dict:
         """Train fresh learners on the current summary; validation metrics (mean and std over learners). With
         several architectures: the mean over the architectures of their means and stds, and each one's mean
         (``by_model``); an architecture whose width differs from V's is validated from scratch when ``eval_init``
-        is shared-item-factor."""
+        is shared-item-factor. With learner parallelism each process validates its own architectures."""
         cfg = self.config
         source = summary.source(cfg.chunk_size, support_size)
         results = {}
-        for teacher in teachers:
+        for learner in learners:
+            if not learner.owned:
+                continue
+            teacher = learner.teacher
             options = _model_options(teacher.model)
             protocol = cfg.eval_init
             if protocol == "shared-item-factor" and source.V is not None and source.V.shape[1] != _width(teacher):
@@ -490,6 +530,9 @@ class Distiller:
                 teacher=teacher.model, model_options=options,
                 training=_learner_training(cfg, cfg.eval_steps, cfg.inner.augment_for(teacher.model_name)),
             )
+        if split_learners:
+            gathered = _merge(self.dist.collect(results))
+            results = {l.arch: gathered[l.arch] for l in learners}
         if len(results) == 1:
             return next(iter(results.values()))
         by_model = {arch: result["mean"] for arch, result in results.items()}
@@ -529,6 +572,19 @@ def _learner_training(cfg: DistillConfig, steps: int, augment: bool | None = Non
                                  weight_decay=cfg.inner.weight_decay, batch_size=cfg.inner.batch_size,
                                  augment=cfg.inner.augment if augment is None else augment,
                                  chunk_size=cfg.chunk_size)
+
+
+def learner_seed(seed: int, index: int) -> int:
+    """The seed of the generator of learner ``index`` of a multi-architecture run with seed ``seed``."""
+    return (seed * 1_000_003 + 7_919 * (index + 1)) % 2**63
+
+
+def _merge(parts: list[dict]) -> dict:
+    """One dict of the dicts gathered from the processes (their keys are disjoint)."""
+    merged: dict = {}
+    for part in parts:
+        merged.update(part)
+    return merged
 
 
 def _width(teacher: Teacher) -> int:

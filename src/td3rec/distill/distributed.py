@@ -1,6 +1,14 @@
 """Multi-process distillation on PyTorch's own distributed engine (``torch.distributed``, launched by torchrun).
 
-Data parallelism over the *real* batch of the outer step; everything else is replicated:
+Data parallelism over the *real* batch of the outer step, or, for a multi-architecture distillation with at
+least as many architectures as processes, **learner parallelism**: architecture i is trained by process
+i mod N only (its learner state, its own random generator, its validation), on the whole real batch; each
+process back-propagates the outer losses of its learners of the step weighted by 1 / (learners in the step),
+and the same single all-reduce gives every process the meta-gradient of the mean over the step's learners
+(:meth:`ProcessGroup.backward_learners`). Each learner's draws come from its own generator (its dropout is
+seeded from it), so a learner draws the same numbers whichever process trains it, and N processes end where
+one process training every learner ends (to float tolerance). Checkpoints gather every learner's state and
+generator into process 0's ``resume.pt`` (:meth:`ProcessGroup.collect`). In batch parallelism:
 
 - **split**: each outer step's global batch (the same permutation of the real examples as a single process
   with the same seed draws) is cut into contiguous shares, one per process (:func:`batch_share`); each process
@@ -172,6 +180,18 @@ class SingleProcess:
         loss, ce, mse = stats[0] if len(stats) == 1 else torch.stack(stats).mean(0)
         return loss, ce, mse
 
+    def backward_learners(self, computes: Sequence[Callable[[], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]],
+                          params: Iterable[torch.nn.Parameter],
+                          n_learners: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Learner parallelism: back-propagate the outer losses (each on the whole real batch) of this process's
+        learners of the step, so that ``params`` hold the meta-gradient of the mean over the step's
+        ``n_learners`` learners, whichever process ran them; returns that mean's ``(loss, ce, mse)``."""
+        return self.backward(computes, params, 1, 1)
+
+    def collect(self, value: Any) -> list[Any]:
+        """Every process's ``value``, in process order (on every process)."""
+        return [value]
+
     def any(self, flag: bool) -> bool:
         """Whether ``flag`` holds on some process (a decision every process must take the same way)."""
         return flag
@@ -229,8 +249,6 @@ class ProcessGroup(SingleProcess):
         return out
 
     def backward(self, computes, params, n_local, n_global):
-        import torch.distributed as dist
-
         params = list(params)
         weight = n_local / n_global / len(computes)
         stats = torch.zeros(3, device=self._device)
@@ -241,6 +259,29 @@ class ProcessGroup(SingleProcess):
             loss, ce, mse = out
             (loss * weight).backward()
             stats = stats + torch.stack([loss.detach(), ce.detach(), mse.detach()]) * weight
+        return self._reduce(params, stats)
+
+    def backward_learners(self, computes, params, n_learners):
+        params = list(params)
+        stats = torch.zeros(3, device=self._device)
+        for compute in computes:
+            loss, ce, mse = compute()
+            (loss / n_learners).backward()
+            stats = stats + torch.stack([loss.detach(), ce.detach(), mse.detach()]) / n_learners
+        return self._reduce(params, stats)
+
+    def collect(self, value):
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+    def _reduce(self, params: list[torch.nn.Parameter],
+                stats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sum the processes' gradients of ``params`` and ``stats`` (weighted loss, CE, MSE) in one all-reduce."""
+        import torch.distributed as dist
+
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         has_grad = torch.tensor([float(p.grad is not None) for p in params], device=self._device)
         dtype = grads[0].dtype
