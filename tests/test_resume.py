@@ -156,3 +156,18 @@ def test_distill_with_sweeping_supports_resumes_bit_for_bit(toy_data, toy_teache
     assert main(["distill", "--resume", str(out), "--no-progress"]) == 0
     assert_same_summaries(reference, out)
     assert without_timings(read_jsonl(out / "steps.jsonl")) == without_timings(read_jsonl(reference / "steps.jsonl"))
+
+
+def test_checkpoint_of_the_single_learner_format_still_resumes(toy_data, toy_teacher, toy_distill_reference, tmp_path):
+    """A resume.pt written before multi-architecture distillation (one "learner" entry, no learner generators)
+    resumes to the same end as an uninterrupted run."""
+    from td3rec.utils.run_state import save_run_state
+
+    out = tmp_path / "killed"
+    kill_after_checkpoints(distill_args(toy_data, toy_teacher, out), 3, tmp_path / "frozen")
+    saved = load_run_state(out / RESUME_FILE, "distill")
+    saved["learner"] = saved.pop("learners")[0]
+    del saved["learner_rngs"]
+    save_run_state(out / RESUME_FILE, "distill", saved)
+    assert main(["distill", "--resume", str(out), "--no-progress"]) == 0
+    assert_same_summaries(toy_distill_reference, out)

@@ -484,8 +484,10 @@ class Distiller:
             opt.load_state_dict(saved["optimizer"])
             sched.load_state_dict(saved["scheduler"])
             progress = DistillProgress.from_payload(saved["progress"])
-            states = [learner_from_payload(payload, self.device) for payload in saved["learners"]]
-            rngs = list(saved["learner_rngs"])
+            # (checkpoints of single-architecture runs from before multi-architecture distillation hold "learner")
+            payloads = saved["learners"] if "learners" in saved else [saved["learner"]]
+            states = [learner_from_payload(payload, self.device) for payload in payloads]
+            rngs = list(saved["learner_rngs"]) if "learner_rngs" in saved or n_learners > 1 else [None]
             if len(states) != n_learners or len(rngs) != n_learners:
                 raise ValueError("one learner state per architecture")
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
