@@ -50,6 +50,20 @@ def torchrun(record: Path, args: list[str], **kwargs) -> subprocess.Popen:
                             env=child_env(**kwargs))
 
 
+def kill_frozen_group(child: subprocess.Popen, record: Path, timeout: float = 180) -> None:
+    """Wait until process 0 of ``child`` froze (``TD3REC_TEST_FREEZE``), then SIGKILL both workers and torchrun."""
+    deadline = time.monotonic() + timeout
+    while not (record / "frozen").exists():
+        if child.poll() is not None or time.monotonic() > deadline:
+            child.kill()
+            pytest.fail(f"the run never reached the kill point: {(record / 'torchrun.log').read_text()}")
+        time.sleep(0.05)
+    for rank in (0, 1):  # torchrun starts each worker in its own session: kill them one by one, then torchrun
+        os.kill(int((record / f"pid-rank{rank}").read_text()), signal.SIGKILL)
+    child.kill()
+    child.wait(timeout=30)
+
+
 def assert_close_runs(single: Path, multi: Path) -> None:
     """Summaries and step logs of two runs agree to float tolerance; the unroll lengths (random draws) exactly."""
     for name in ("summary_best", "summary_last"):
@@ -139,17 +153,7 @@ def test_two_processes_equal_one_and_only_process_0_writes(toy_data, toy_teacher
 def test_killed_multi_process_run_resumes(toy_data, toy_teacher, single_run, tmp_path):
     out, record = tmp_path / "killed", tmp_path / "record"
     # checkpoints at step 3 and at epoch 1's end (step 4); process 0 freezes where it would write step 6's
-    child = torchrun(record, distill_args(toy_data, toy_teacher, out), TD3REC_TEST_FREEZE="2")
-    deadline = time.monotonic() + 120
-    while not (record / "frozen").exists():
-        if child.poll() is not None or time.monotonic() > deadline:
-            child.kill()
-            pytest.fail(f"the run never reached the kill point: {(record / 'torchrun.log').read_text()}")
-        time.sleep(0.05)
-    for rank in (0, 1):  # torchrun starts each worker in its own session: kill them one by one, then torchrun
-        os.kill(int((record / f"pid-rank{rank}").read_text()), signal.SIGKILL)
-    child.kill()
-    child.wait(timeout=30)
+    kill_frozen_group(torchrun(record, distill_args(toy_data, toy_teacher, out), TD3REC_TEST_FREEZE="2"), record)
     saved = load_run_state(out / RESUME_FILE, "distill")
     assert (saved["progress"]["global_step"], saved["progress"]["epoch"]) == (4, 2)
 
@@ -183,17 +187,8 @@ def test_two_processes_split_the_learners_of_a_multi_architecture_run(toy_data, 
 
     killed, record = tmp_path / "killed", tmp_path / "record-killed"
     # frozen where it would write its second checkpoint: resume.pt holds step 3, mid-epoch, both learners' states
-    child = torchrun(record, distill_args(toy_data, toy_teacher, killed, *multi), TD3REC_TEST_FREEZE="1")
-    deadline = time.monotonic() + 180
-    while not (record / "frozen").exists():
-        if child.poll() is not None or time.monotonic() > deadline:
-            child.kill()
-            pytest.fail(f"the run never reached the kill point: {(record / 'torchrun.log').read_text()}")
-        time.sleep(0.05)
-    for rank in (0, 1):
-        os.kill(int((record / f"pid-rank{rank}").read_text()), signal.SIGKILL)
-    child.kill()
-    child.wait(timeout=30)
+    kill_frozen_group(torchrun(record, distill_args(toy_data, toy_teacher, killed, *multi), TD3REC_TEST_FREEZE="1"),
+                      record)
     saved = load_run_state(killed / RESUME_FILE, "distill")
     assert saved["progress"]["global_step"] == 3 and len(saved["learner_rngs"]) == 2
     assert all(state is not None for state in saved["learners"])  # process 1's GRU learner came to process 0
