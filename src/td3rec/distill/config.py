@@ -93,6 +93,11 @@ class DistillConfig:
         feature_weight: λ, weight of the MSE to the teacher's features (0 = no feature alignment).
         outer_lr / outer_weight_decay: Adam on U, T, G (reference 0.03, 1e-4), cosine schedule.
         grad_clip: gradient-norm clip of the outer update (reference 1.0; 0 = off).
+        balance_gradients: divide each outer step's meta-gradient by max(its norm, the median norm of the last
+            ``balance_window`` steps that trained the same architectures) before the clip, so that every
+            architecture moves the summary by comparable amounts and a spike (an exploding unroll) counts as
+            one ordinary step (:mod:`td3rec.distill.balance`); off = the reference's plain clip.
+        balance_window: steps of each architecture (meta-batch) whose median norm ``balance_gradients`` uses.
         epochs: outer epochs (passes over the real training examples; reference 30).
         max_steps: stop after this many outer steps in total (0 = no limit), for short runs.
         eval_every: validate every this many outer epochs (0 = only at the end).
@@ -148,6 +153,8 @@ class DistillConfig:
     outer_lr: float = 0.03
     outer_weight_decay: float = 1e-4
     grad_clip: float = 1.0
+    balance_gradients: bool = False
+    balance_window: int = 25
     epochs: int = 30
     max_steps: int = 0
     eval_every: int = 1
@@ -172,7 +179,7 @@ class DistillConfig:
         check_values(self)  # every number finite and in range, whatever the field
         check_precision(self.precision)
         positive = ("max_len", "n_sequences", "seq_len", "d1", "d2", "inner_steps", "window", "real_batch_size",
-                    "epochs", "eval_learners", "eval_steps")
+                    "epochs", "eval_learners", "eval_steps", "balance_window")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from td3rec.config import dump_yaml, to_dict
 from td3rec.data.sequences import Examples, SequenceDataset, leave_one_out, prefix_examples
+from td3rec.distill.balance import balance_meta_gradient
 from td3rec.distill.config import DistillConfig
 from td3rec.distill.distributed import SINGLE_PROCESS, SingleProcess
 from td3rec.distill.inner_loop import EMBEDDING_KEY, InnerLoop, LearnerState, draw_unroll_length
@@ -366,8 +367,15 @@ class Distiller:
                     unrolls = _merge(self.dist.collect(unrolls))
                 else:  # the global batch's loss and meta-gradient (all-reduced over the shares)
                     loss, ce, mse = self.dist.backward(computes, summary.parameters(), len(local), len(index))
+                scale = None
+                if cfg.balance_gradients:  # (the gradients are all-reduced: every process scales alike)
+                    raw_norm, scale = balance_meta_gradient(summary.parameters(), progress.grad_norms,
+                                                            ",".join(l.arch for l in step_learners),
+                                                            cfg.balance_window)
                 grad_norm = torch.nn.utils.clip_grad_norm_(summary.parameters(),
                                                            cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                if scale is not None:
+                    grad_norm = torch.tensor(raw_norm)  # the record and the guard see the raw norm
                 for learner in step_learners:
                     if learner.owned:
                         learner.state = learner.state.detached()
@@ -396,6 +404,8 @@ class Distiller:
                           "loss": float(loss.detach()), "ce": float(ce.detach()), "mse": float(mse.detach()),
                           "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0], "skipped": not finite,
                           "seconds": progress.step_seconds[-1]}
+                if scale is not None:
+                    record["grad_scale"] = scale
                 if budget is not None:
                     record["planned"] = progress.planned_steps
                 if len(learners) > 1:

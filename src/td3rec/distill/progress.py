@@ -61,6 +61,7 @@ class DistillProgress:
     planned_steps: int = 0
     validation_seconds: list[float] = field(default_factory=list)
     support: torch.Tensor | None = None
+    grad_norms: dict[str, list[float]] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
         """A plain dict for the checkpoint."""
@@ -69,9 +70,14 @@ class DistillProgress:
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> "DistillProgress":
         names = {f.name for f in dataclasses.fields(cls)}
+        payload = {**{name: f.default_factory() for name, f in _ADDED_LATER.items()}, **payload}
         if set(payload) != names:
             raise DataError("the resume checkpoint's progress record does not match this td3rec version")
         return cls(**payload)
+
+
+#: fields added after checkpoints were first written: an older resume.pt lacks them and starts them empty
+_ADDED_LATER = {f.name: f for f in dataclasses.fields(DistillProgress) if f.name == "grad_norms"}
 
 
 def learner_payload(state: LearnerState | None) -> dict[str, Any] | None:

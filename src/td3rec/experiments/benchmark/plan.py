@@ -99,7 +99,8 @@ def plan_cells(config: BenchmarkConfig, fingerprints: dict[str, str]) -> list[Ce
 #: settings added after grids were first run, with the value that reproduces the earlier behaviour: left out of a
 #: cell's settings (and so of its key) at that value, so that finished cells stay valid
 _LATER_DEFAULTS = {"precision": "fp32", "support_size": 0, "support_refresh": 1, "outer_negatives": 0,
-                   "time_budget": 0, "inner.negatives": 0, "learners_per_step": 0, "inner.augment_by_model": {}}
+                   "time_budget": 0, "inner.negatives": 0, "learners_per_step": 0, "inner.augment_by_model": {},
+                   "balance_gradients": False, "balance_window": 25}
 
 
 def without_device(settings: dict) -> dict:
