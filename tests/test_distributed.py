@@ -196,3 +196,19 @@ def test_two_processes_split_the_learners_of_a_multi_architecture_run(toy_data, 
                               "--no-progress"], capture_output=True, text=True, env=child_env(), timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert_close_runs(single, killed)
+
+
+@needs_gloo
+def test_learner_parallel_run_balances_its_meta_gradients_like_one_process(toy_data, toy_teacher, toy_gru_teacher,
+                                                                            tmp_path):
+    """balance_gradients scales the all-reduced meta-gradient: every process scales alike, as one process does."""
+    multi = ("--teacher", str(toy_gru_teacher), "--model", "sasrec,gru4rec", "--set", "balance_gradients=true",
+             "--set", "balance_window=2")
+    single = tmp_path / "single"
+    assert main(distill_args(toy_data, toy_teacher, single, *multi)) == 0
+    out, record = tmp_path / "multi", tmp_path / "record"
+    child = torchrun(record, distill_args(toy_data, toy_teacher, out, *multi))
+    assert child.wait(timeout=300) == 0, (record / "torchrun.log").read_text()
+    assert_close_runs(single, out)
+    scales = [[r["grad_scale"] for r in read_jsonl(run / "steps.jsonl")] for run in (single, out)]
+    assert scales[1] == pytest.approx(scales[0], rel=1e-2) and len(set(scales[0])) > 1
