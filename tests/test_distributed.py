@@ -166,6 +166,17 @@ def test_killed_multi_process_run_resumes(toy_data, toy_teacher, single_run, tmp
 
 
 # -- learner parallelism ----------------------------------------------------------------------------------------
+def run_alone_and_split(toy_data, toy_teacher, tmp_path, args: tuple[str, ...]) -> tuple[Path, Path]:
+    """One multi-architecture run in one process and the same run over two processes, checked to end alike."""
+    single = tmp_path / "single"
+    assert main(distill_args(toy_data, toy_teacher, single, *args)) == 0
+    out, record = tmp_path / "multi", tmp_path / "record"
+    child = torchrun(record, distill_args(toy_data, toy_teacher, out, *args))
+    assert child.wait(timeout=300) == 0, (record / "torchrun.log").read_text()
+    assert_close_runs(single, out)
+    return single, out
+
+
 @needs_gloo
 def test_two_processes_split_the_learners_of_a_multi_architecture_run(toy_data, toy_teacher, toy_gru_teacher,
                                                                      tmp_path):
@@ -173,12 +184,7 @@ def test_two_processes_split_the_learners_of_a_multi_architecture_run(toy_data, 
     meta-gradients are averaged by one all-reduce; the run ends where one process training both ends, and a
     killed run (learner states gathered from both processes into resume.pt) resumes to the same end."""
     multi = ("--teacher", str(toy_gru_teacher), "--model", "sasrec,gru4rec")
-    single = tmp_path / "single"
-    assert main(distill_args(toy_data, toy_teacher, single, *multi)) == 0
-    out, record = tmp_path / "multi", tmp_path / "record"
-    child = torchrun(record, distill_args(toy_data, toy_teacher, out, *multi))
-    assert child.wait(timeout=300) == 0, (record / "torchrun.log").read_text()
-    assert_close_runs(single, out)
+    single, out = run_alone_and_split(toy_data, toy_teacher, tmp_path, multi)
     assert all(r["models"] == ["sasrec", "gru4rec"] and len(r["unroll"]) == 2 for r in read_jsonl(out / "steps.jsonl"))
     metrics = {run: json.loads((run / "metrics.json").read_text()) for run in (single, out)}
     assert (metrics[single]["parallelism"], metrics[out]["parallelism"]) == ("none", "learners")
@@ -204,11 +210,6 @@ def test_learner_parallel_run_balances_its_meta_gradients_like_one_process(toy_d
     """balance_gradients scales the all-reduced meta-gradient: every process scales alike, as one process does."""
     multi = ("--teacher", str(toy_gru_teacher), "--model", "sasrec,gru4rec", "--set", "balance_gradients=true",
              "--set", "balance_window=2")
-    single = tmp_path / "single"
-    assert main(distill_args(toy_data, toy_teacher, single, *multi)) == 0
-    out, record = tmp_path / "multi", tmp_path / "record"
-    child = torchrun(record, distill_args(toy_data, toy_teacher, out, *multi))
-    assert child.wait(timeout=300) == 0, (record / "torchrun.log").read_text()
-    assert_close_runs(single, out)
+    single, out = run_alone_and_split(toy_data, toy_teacher, tmp_path, multi)
     scales = [[r["grad_scale"] for r in read_jsonl(run / "steps.jsonl")] for run in (single, out)]
     assert scales[1] == pytest.approx(scales[0], rel=1e-2) and len(set(scales[0])) > 1
