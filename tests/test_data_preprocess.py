@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from td3rec.data import load_dataset
-from td3rec.data.preprocess import PreprocessConfig, chronological_order, k_core_mask, preprocess, token_order
+from td3rec.data.preprocess import (PreprocessConfig, chronological_order, k_core_mask, preprocess, token_order,
+                                   top_items_mask)
 from td3rec.data.readers import RawInteractions, read_interactions
 from td3rec.errors import ConfigError, DataError
 
@@ -130,6 +131,34 @@ def test_remapping_is_a_bijection_consistent_with_item_tokens(seed: int) -> None
     assert ds.preprocessing["interactions"] == ds.n_interactions == len(survivors)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_top_items_mask_matches_naive_reference(seed: int) -> None:
+    _, items = _random_codes(seed, 800)
+    tokens = np.array([f"i{c:03d}" for c in range(int(items.max()) + 1)][::-1], dtype=object)  # codes != token order
+    counts = Counter(items.tolist())
+    for k in (0, 1, 3, 7, len(tokens), len(tokens) + 5):
+        ranked = sorted(range(len(tokens)), key=lambda c: (-counts.get(c, 0), tokens[c]))  # ties: token order
+        chosen = set(ranked[:k]) if 0 < k < len(tokens) else set(range(len(tokens)))
+        assert top_items_mask(items, tokens, k).tolist() == [c in chosen for c in items.tolist()], k
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_top_items_then_k_core_equals_k_core_of_the_top_items_log(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 2000
+    users = [f"u{u}" for u in np.minimum(rng.zipf(1.5, n), 120)]
+    items = [f"{i}" for i in np.minimum(rng.zipf(1.3, n), 300)]
+    times = rng.integers(0, 100, n).astype(float)
+    counts = Counter(items)
+    top = set(sorted(counts, key=lambda t: (-counts[t], int(t)))[:25])
+    ds = preprocess(_raw(users, items, times), PreprocessConfig(k_core=3, top_items=25))
+    kept = [(u, i, t) for u, i, t in zip(users, items, times) if i in top]
+    expected = preprocess(_raw(*map(list, zip(*kept))), PreprocessConfig(k_core=3))
+    assert ds.n_items <= 25 and set(ds.item_tokens.tolist()) <= top
+    assert ds.fingerprint() == expected.fingerprint()
+    assert ds.preprocessing["top_items"] == 25 and ds.preprocessing["interactions"] == expected.n_interactions
+
+
 def test_users_below_three_interactions_are_dropped_and_logged(caplog) -> None:
     raw = _raw(["a", "b", "b", "c", "c", "c", "d", "d", "d", "d"], list("xxyxyzxyzw"))
     with caplog.at_level(logging.INFO, logger="td3rec.data.preprocess"):
@@ -165,6 +194,7 @@ def test_nothing_left_is_a_data_error() -> None:
     ({"k_core": -1}, "k_core must be an integer >= 0"),
     ({"k_core_mode": "once"}, "k_core_mode must be one of iterative, single-pass"),
     ({"min_user_interactions": 2}, "min_user_interactions must be an integer >= 3"),
+    ({"top_items": -1}, "top_items must be an integer >= 0"),
 ])
 def test_config_validation(kwargs: dict, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):

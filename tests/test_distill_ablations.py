@@ -85,3 +85,37 @@ def test_learned_item_factor(toy_data, toy_teacher, tmp_path):
 def test_learner_reset_per_outer_step(toy_data, toy_teacher, tmp_path, counted):
     steps = _distill(toy_data, toy_teacher, tmp_path / "d", "reset=step")
     assert counted["starts"] == len(steps) == 8
+
+
+@pytest.mark.parametrize("protocol", ["shared-item-factor", "scratch"])
+def test_learner_start_from_the_validation_protocol(toy_data, toy_teacher, tmp_path, monkeypatch, protocol):
+    """``learner_start=protocol``: every inner learner starts like a validation learner (V as item embedding for
+    shared-item-factor, all random for scratch), never from the teacher's weights."""
+    starts = []
+    start = inner_loop.InnerLoop.start
+
+    def capturing_start(self, params):
+        starts.append({k: v.detach().clone() for k, v in params.items()})
+        return start(self, params)
+
+    monkeypatch.setattr(inner_loop.InnerLoop, "start", capturing_start)
+    steps = _distill(toy_data, toy_teacher, tmp_path / "d", "learner_start=protocol", f"eval_init={protocol}",
+                     "reset=step")
+    assert len(starts) == len(steps) == 8
+    teacher, _ = load_checkpoint(toy_teacher / "best.pt")
+    teacher_params = dict(teacher.named_parameters())
+    V = teacher.item_vectors().detach()
+    for params in starts:
+        item_rows = params["item_embedding.weight"][1:]
+        assert torch.equal(item_rows, V) == (protocol == "shared-item-factor")
+        for name, value in params.items():
+            if name != "item_embedding.weight" and value.numel() > 1 and value.std() > 0:
+                assert not torch.equal(value, teacher_params[name].detach()), name  # a fresh weight
+    others = [k for k in starts[0] if k != "item_embedding.weight" and starts[0][k].std() > 0]
+    assert any(not torch.equal(starts[0][k], starts[1][k]) for k in others)  # each start draws anew
+
+
+def test_learner_start_setting_is_checked(toy_data, toy_teacher, tmp_path, capsys):
+    assert main(["distill", "--dataset", str(toy_data), "--teacher", str(toy_teacher), "--out", str(tmp_path / "d"),
+                 *DISTILL_TINY, "--set", "learner_start=teacher"]) == 2
+    assert "learner_start must be one of trajectory, protocol" in capsys.readouterr().err

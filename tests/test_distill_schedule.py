@@ -72,6 +72,35 @@ def test_time_budget_run_plans_anneals_and_stops_in_time(toy_data, toy_teacher, 
     assert all(record["step"] <= record["planned"] for record in steps)
 
 
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_cpu_budget_clock_does_not_count_time_off_the_cpu(toy_data, toy_teacher, tmp_path, monkeypatch, clock):
+    """Every outer step also sleeps 0.4 s (as if another process held the core): the wall-clock budget counts
+    the sleeps and stops early; the CPU clock does not, so its run goes on past the budget in wall time."""
+    import time
+
+    from td3rec.distill.inner_loop import InnerLoop
+
+    unroll = InnerLoop.unroll
+
+    def sleepy_unroll(self, *args, **kwargs):
+        time.sleep(0.4)
+        return unroll(self, *args, **kwargs)
+
+    monkeypatch.setattr(InnerLoop, "unroll", sleepy_unroll)
+    out = tmp_path / clock
+    started = time.perf_counter()
+    assert main(["distill", "--dataset", str(toy_data), "--teacher", str(toy_teacher), "--out", str(out),
+                 *DISTILL_TINY, "--time-budget", "3s", "--set", f"time_budget_clock={clock}"]) == 0
+    wall = time.perf_counter() - started
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["time_budget_clock"] == clock and metrics["seconds"] <= 3 * 1.5
+    slept = 0.4 * metrics["outer_steps"]
+    if clock == "wall":
+        assert slept <= 3
+    else:
+        assert slept > 3 and wall > 3 + 0.4  # the sleeps were not charged to the budget
+
+
 def test_size_defaults_apply_only_to_large_catalogues_and_unset_settings():
     assert size_defaults(distill_config.LARGE_CATALOGUE) == {}
     assert apply_size_defaults(DistillConfig(), 1349, {}) == DistillConfig()

@@ -35,6 +35,9 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, positional: bool, req
     group.add_argument("--k-core-mode", choices=K_CORE_MODES,
                        help="iterative (until stable) or single-pass (count once, as the TD3 reference did "
                             "on ml-100k) (default: the dataset's setting)")
+    group.add_argument("--top-items", type=int, metavar="K",
+                       help="keep only the K most frequent items before the k-core filter, e.g. to cut a large "
+                            "catalogue to a size where the exact settings are affordable (default 0: every item)")
 
 
 def require_dataset(args: argparse.Namespace) -> None:
@@ -67,6 +70,8 @@ def dataset_from_args(args: argparse.Namespace) -> SequenceDataset:
         overrides["k_core"] = args.k_core
     if getattr(args, "k_core_mode", None) is not None:
         overrides["k_core_mode"] = args.k_core_mode
+    if getattr(args, "top_items", None) is not None:
+        overrides["top_items"] = args.top_items
     if overrides:
         config = dataclasses.replace(config, **overrides)
     return load_dataset(args.dataset, config=config, data_dir=args.data_dir,

@@ -26,7 +26,8 @@ C = TypeVar("C")
 #: the file that records a run's dataset options
 RUN_FILE = "run.json"
 #: the dataset options (argparse destinations) a run records
-DATASET_OPTIONS = ("dataset", "data_dir", "data_format", "user_col", "item_col", "time_col", "k_core", "k_core_mode")
+DATASET_OPTIONS = ("dataset", "data_dir", "data_format", "user_col", "item_col", "time_col", "k_core", "k_core_mode",
+                   "top_items")
 
 _MISSING = object()
 

@@ -18,7 +18,7 @@ HELP = "show a summary's top items and entropy per position, its catalogue cover
 #: dataset options (flag: argparse destination) that mean nothing without --dataset
 _DATASET_OPTIONS = {"--data-dir": "data_dir", "--format": "data_format", "--user-col": "user_col",
                     "--item-col": "item_col", "--time-col": "time_col", "--k-core": "k_core",
-                    "--k-core-mode": "k_core_mode"}
+                    "--k-core-mode": "k_core_mode", "--top-items": "top_items"}
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,8 @@ def format_stats(stats: dict) -> str:
     prep = stats.get("preprocessing", {})
     k = prep.get("k_core")
     prep_text = "no k-core" if k is not None and k <= 1 else f"{k}-core {prep.get('k_core_mode')}"
+    if prep.get("top_items"):
+        prep_text = f"top {prep['top_items']:,} items, {prep_text}"
     return "\n".join([
         f"dataset        {stats['name']}",
         f"preprocessing  {prep_text}",

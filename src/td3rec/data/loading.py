@@ -100,5 +100,6 @@ def dataset_stats(ds: SequenceDataset) -> dict:
             "max": int(lengths.max()),
             "mean": float(lengths.mean()),
         },
-        "preprocessing": {k: ds.preprocessing[k] for k in ("k_core", "k_core_mode") if k in ds.preprocessing},
+        "preprocessing": {k: ds.preprocessing[k] for k in ("k_core", "k_core_mode", "top_items")
+                          if k in ds.preprocessing},
     }

@@ -2,6 +2,8 @@
 
 Steps, in order (:func:`preprocess`):
 
+0. optionally, only the ``top_items`` most frequent items are kept (:func:`top_items_mask`), e.g. to cut a
+   large catalogue down to a size where exact settings are affordable;
 1. k-core filtering of users and items (:func:`k_core_mask`), iterative or single-pass;
 2. stable chronological sort inside every user (:func:`chronological_order`): ties, and files without
    timestamps, keep the file order;
@@ -46,11 +48,15 @@ class PreprocessConfig:
             setup did on ML-100k, hence its 943 users / 1,349 items / 99,287 interactions).
         min_user_interactions: users with fewer interactions after filtering are dropped; at least 3,
             because leave-one-out takes one test and one validation target and needs one item to train on.
+        top_items: keep only the interactions of the this many most frequent items (counted on the raw log,
+            ties broken by the item's token order) before the k-core filter; 0 = every item. The k-core filter
+            that follows may remove some more, so the catalogue ends at most this large.
     """
 
     k_core: int = 5
     k_core_mode: str = "iterative"
     min_user_interactions: int = 3
+    top_items: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -64,12 +70,28 @@ class PreprocessConfig:
         if not isinstance(self.min_user_interactions, (int, np.integer)) or self.min_user_interactions < 3:
             raise ConfigError("min_user_interactions must be an integer >= 3 (leave-one-out needs a training "
                               f"item, a validation and a test target), got {self.min_user_interactions!r}")
+        if not isinstance(self.top_items, (int, np.integer)) or isinstance(self.top_items, bool) or self.top_items < 0:
+            raise ConfigError(f"top_items must be an integer >= 0 (0 = every item), got {self.top_items!r}")
 
     def describe(self) -> str:
         """Short human-readable form, e.g. ``5-core single-pass``."""
-        if self.k_core <= 1:
-            return "no k-core"
-        return f"{self.k_core}-core {self.k_core_mode}"
+        core = "no k-core" if self.k_core <= 1 else f"{self.k_core}-core {self.k_core_mode}"
+        return f"top {self.top_items} items, {core}" if self.top_items else core
+
+
+def top_items_mask(items: np.ndarray, tokens: np.ndarray, k: int) -> np.ndarray:
+    """Which interactions belong to the ``k`` most frequent items (``k <= 0``: all). ``items``: integer codes
+    ``0..m-1`` of each interaction's item; ``tokens``: the raw token of each code (ties of frequency are broken
+    by :func:`token_order`, so the choice does not depend on the file's row order)."""
+    if k <= 0 or k >= len(tokens):
+        return np.ones(len(items), dtype=bool)
+    counts = np.bincount(items, minlength=len(tokens))
+    rank_of_token = np.empty(len(tokens), dtype=np.int64)
+    rank_of_token[token_order(np.asarray(tokens, dtype=object).astype(str))] = np.arange(len(tokens))
+    chosen = np.lexsort((rank_of_token, -counts))[:k]
+    keep_item = np.zeros(len(tokens), dtype=bool)
+    keep_item[chosen] = True
+    return keep_item[items]
 
 
 def k_core_mask(users: np.ndarray, items: np.ndarray, k: int, mode: str = "iterative") -> tuple[np.ndarray, int]:
@@ -131,7 +153,10 @@ def preprocess(
     item_codes, item_uniques = pd.factorize(raw.items)
     counts = {"raw_users": len(user_uniques), "raw_items": len(item_uniques), "raw_interactions": len(raw)}
 
-    keep, rounds = k_core_mask(user_codes, item_codes, config.k_core, config.k_core_mode)
+    top = top_items_mask(item_codes, item_uniques, config.top_items)  # (then the k-core of what it leaves)
+    core, rounds = k_core_mask(user_codes[top], item_codes[top], config.k_core, config.k_core_mode)
+    keep = np.zeros(len(top), dtype=bool)
+    keep[np.flatnonzero(top)[core]] = True
     if not keep.any():
         raise DataError(f"{source}: nothing left after {config.describe()} filtering ({len(raw)} interactions, "
                         f"{len(user_uniques)} users, {len(item_uniques)} items); lower --k-core or use more data")

@@ -14,6 +14,10 @@ from td3rec.utils.precision import check_precision
 
 INIT_PROTOCOLS = ("reference", "shared-item-factor", "scratch")
 RESET_MODES = ("epoch", "step", "random")
+#: where a learner start comes from: the teacher's trajectory (reference) or the validation learners' protocol
+LEARNER_STARTS = ("trajectory", "protocol")
+#: what a time budget counts: wall-clock seconds, or the process's CPU seconds
+BUDGET_CLOCKS = ("wall", "cpu")
 #: summary parameterisations: TD3's Tucker factors, or Farzi Data's latent summary and decoder
 METHODS = ("td3", "farzi")
 
@@ -88,6 +92,11 @@ class DistillConfig:
             (RaT-BPTT); false = always ``inner_steps``.
         reset: learner start reset: ``epoch`` (random teacher checkpoint once per outer epoch, reference),
             ``step`` (every outer step) or ``random`` (random initialisation every outer epoch).
+        learner_start: where the inner learner starts at each reset: ``trajectory`` (a random checkpoint of the
+            teacher's trajectory, reference) or ``protocol`` (a fresh learner initialised like the validation
+            learners, by ``eval_init``: V as item embedding and random other weights for shared-item-factor,
+            every weight random for scratch): the summary is then optimised for the learners it is judged by,
+            which start from scratch rather than from a trained model. ``reset=random`` ignores it.
         trajectory_epochs: ``[first, last]`` teacher epochs to draw learner starts from (reference 5..30).
         real_batch_size: real examples per outer step (reference 4096).
         feature_weight: λ, weight of the MSE to the teacher's features (0 = no feature alignment).
@@ -127,6 +136,9 @@ class DistillConfig:
         time_budget: wall-clock seconds for the whole distillation (0 = no budget): the number of outer steps is
             planned to fit (teacher training excluded), the cosine schedule spans them, and the run stops at
             the budget with its best summary.
+        time_budget_clock: what ``time_budget`` counts: ``wall`` (wall-clock seconds) or ``cpu`` (the process's
+            CPU seconds: with one thread, one-core seconds that other work on the machine does not eat into, so
+            runs made side by side on a shared machine get equal budgets; one process only).
         eval: metric settings for validation.
     """
 
@@ -147,6 +159,7 @@ class DistillConfig:
     window: int = 40
     random_unroll: bool = True
     reset: str = "epoch"
+    learner_start: str = "trajectory"
     trajectory_epochs: tuple[int, int] = (5, 30)
     real_batch_size: int = 4096
     feature_weight: float = 1.0
@@ -172,6 +185,7 @@ class DistillConfig:
     support_refresh: int = 1
     outer_negatives: int = 0
     time_budget: float = 0.0
+    time_budget_clock: str = "wall"
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
@@ -222,6 +236,8 @@ class DistillConfig:
                               "momentum setting (set inner.optimizer=sgd, or drop inner.momentum)")
         if self.reset not in RESET_MODES:
             raise ConfigError(f"reset must be one of {', '.join(RESET_MODES)}, not {self.reset!r}")
+        if self.learner_start not in LEARNER_STARTS:
+            raise ConfigError(f"learner_start must be one of {', '.join(LEARNER_STARTS)}, not {self.learner_start!r}")
         if self.eval_init not in INIT_PROTOCOLS:
             raise ConfigError(f"eval_init must be one of {', '.join(INIT_PROTOCOLS)}, not {self.eval_init!r}")
         if self.feature_weight < 0 or self.outer_lr <= 0 or self.grad_clip < 0 or self.max_steps < 0:
@@ -241,6 +257,9 @@ class DistillConfig:
                             ("inner.negatives", self.inner.negatives), ("time_budget", self.time_budget)):
             if not value >= 0:  # (also rejects NaN)
                 raise ConfigError(f"{name} must be >= 0, got {value}")
+        if self.time_budget_clock not in BUDGET_CLOCKS:
+            raise ConfigError(f"time_budget_clock must be one of {', '.join(BUDGET_CLOCKS)}, not "
+                              f"{self.time_budget_clock!r}")
         if self.support_refresh < 1:
             raise ConfigError(f"support_refresh must be >= 1, got {self.support_refresh}")
         if self.support_size and self.method == "farzi" and self.farzi_decoder == "full":

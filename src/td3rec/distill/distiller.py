@@ -39,7 +39,7 @@ from td3rec.models.registry import build_model
 from td3rec.summary.io import save_summary
 from td3rec.summary.readout import logsumexp_scores
 from td3rec.summary.support import draw_negatives, refresh_support, sampled_logsumexp, top_k_support
-from td3rec.distill.schedule import CALIBRATION_STEPS, UNPLANNED, TimeBudget, cosine_factor
+from td3rec.distill.schedule import CALIBRATION_STEPS, UNPLANNED, TimeBudget, budget_clock, cosine_factor
 from td3rec.summary.tucker import TuckerSummary
 from td3rec.training.checkpoint import load_checkpoint
 from td3rec.training.config import TrainConfig
@@ -133,6 +133,9 @@ class Distiller:
         if self.dist.world_size > 1 and not self.teacher_runs:
             raise ConfigError("multi-process distillation needs a trained teacher (--teacher RUN_DIR): train one "
                               "with `td3rec train` first")
+        if self.dist.world_size > 1 and config.time_budget and config.time_budget_clock == "cpu":
+            raise ConfigError("time_budget_clock=cpu counts one process's CPU time; a multi-process run needs the "
+                              "wall clock (time_budget_clock=wall)")
 
     # -- setup --------------------------------------------------------------------------------------
     def _teachers(self, resume: bool = False) -> list[Teacher]:
@@ -171,8 +174,17 @@ class Distiller:
                     span, first, last, span)
         return span
 
-    def _start_params(self, teacher: Teacher, generator: torch.Generator) -> dict:
-        """Learner start: a random trajectory checkpoint (reference) or a random initialisation."""
+    def _start_params(self, teacher: Teacher, generator: torch.Generator, V: torch.Tensor | None = None) -> dict:
+        """Learner start: a random trajectory checkpoint (reference), a random initialisation, or a learner
+        initialised like the validation learners (``learner_start=protocol``; ``V``: the summary's item factor)."""
+        if self.config.learner_start == "protocol" and self.config.reset != "random":
+            from td3rec.evaluation.initialisation import init_learner
+
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+            fresh = init_learner(teacher.model_name, self._learner_protocol(teacher, V), self.dataset.n_items,
+                                 teacher.model.max_len, seed, teacher=teacher.model, item_factor=V,
+                                 model_options=_model_options(teacher.model), device=self.device)
+            return dict(fresh.named_parameters())
         if self.config.reset == "random":
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
             fresh = build_model(teacher.model_name, self.dataset.n_items, teacher.model.max_len,
@@ -184,11 +196,20 @@ class Distiller:
         model, _ = load_checkpoint(path, self.device)
         return dict(model.named_parameters())
 
+    def _learner_protocol(self, teacher: Teacher, V: torch.Tensor | None) -> str:
+        """The initialisation of ``teacher``'s validation learners: ``eval_init``, except that shared-item-factor
+        falls back to scratch for a learner whose width differs from V's."""
+        protocol = self.config.eval_init
+        if protocol == "shared-item-factor" and V is not None and V.shape[1] != _width(teacher):
+            return "scratch"
+        return protocol
+
     # -- main loop ----------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> DistillResult:
         """Distill; with ``resume`` continue from the run folder's checkpoint (``resume.pt``) when there is
         one (without one, the run starts over in the same folder)."""
         cfg = self.config
+        now = budget_clock(cfg.time_budget_clock)  # the clock of the budget and of every recorded time
         generator = seed_everything(cfg.seed)
         split = leave_one_out(self.dataset)
         examples = prefix_examples(split, cfg.max_len)
@@ -280,7 +301,7 @@ class Distiller:
             if checkpoint is None or self.out_dir is None:
                 return
             progress.skipped, progress.nonfinite_streak = guard.total, guard.streak
-            progress.elapsed = time.perf_counter() - clock
+            progress.elapsed = now() - clock
             save_run_state(checkpoint, "distill", {
                 "config": to_dict(cfg), "fingerprint": fingerprint, "summary": _cpu_state(summary.state_dict()),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -291,13 +312,13 @@ class Distiller:
 
         bar = tqdm(total=None if budget else total_steps, initial=progress.global_step, desc="distill",
                    disable=None if self.progress else True)
-        clock = time.perf_counter() - progress.elapsed  # the budget's clock (teacher excluded), across resumes
+        clock = now() - progress.elapsed  # the budget's clock (teacher excluded), across resumes
 
         def step_limit() -> int:
             return progress.planned_steps if budget is not None else cfg.max_steps
 
         def replan() -> None:
-            progress.elapsed = time.perf_counter() - clock
+            progress.elapsed = now() - clock
             planned = budget.plan(progress.global_step, progress.elapsed, progress.step_seconds,
                                   progress.validation_seconds)
             if planned != progress.planned_steps:
@@ -307,21 +328,22 @@ class Distiller:
             bar.total = planned
 
         def out_of_time() -> bool:
-            return budget is not None and budget.out_of_time(time.perf_counter() - clock, progress.step_seconds,
+            return budget is not None and budget.out_of_time(now() - clock, progress.step_seconds,
                                                              progress.validation_seconds)
 
         while not progress.done:
             epoch = progress.epoch
-            epoch_start = time.perf_counter() - progress.epoch_elapsed
+            epoch_start = now() - progress.epoch_elapsed
             if progress.order is None:  # the epoch starts: learner starts, then the order of the real examples
                 for learner in learners:
                     if learner.owned:
-                        learner.state = learner.inner.start(self._start_params(learner.teacher, learner.generator))
+                        learner.state = learner.inner.start(self._start_params(learner.teacher, learner.generator,
+                                                                               summary.shared_item_factor.detach()))
                 progress.order = torch.randperm(len(examples), generator=generator)
                 progress.position = 0
             while (progress.position < steps_per_epoch and not (step_limit() and progress.global_step >= step_limit())
                    and not (progress.global_step and out_of_time())):
-                start = time.perf_counter()
+                start = now()
                 index = progress.order[progress.position * batch_size : (progress.position + 1) * batch_size]
                 step_learners = [learners[i] for i in cfg.meta_batch(progress.global_step)]
                 if k:  # (kept in the progress record for --resume)
@@ -343,7 +365,8 @@ class Distiller:
                     if multi:  # dropout from the learner's own draws: the same on whichever process trains it
                         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=draws)))
                     if cfg.reset == "step" and progress.position > 0:  # (the epoch's first step has a fresh start)
-                        learner.state = learner.inner.start(self._start_params(learner.teacher, draws))
+                        learner.state = learner.inner.start(self._start_params(learner.teacher, draws,
+                                                                               summary.shared_item_factor.detach()))
                     n_unroll = draw_unroll_length(cfg.inner_steps, cfg.window, cfg.random_unroll, draws)
                     unrolls[learner.arch] = n_unroll
                     learner.state = learner.inner.unroll(learner.state, summary.core_product(), summary.item_factor,
@@ -390,14 +413,14 @@ class Distiller:
                             log.warning("the inner %s learner diverged; it restarts from a new start point",
                                         learner.arch)
                             if learner.owned:
-                                learner.state = learner.inner.start(self._start_params(learner.teacher,
-                                                                                       learner.generator))
+                                learner.state = learner.inner.start(self._start_params(
+                                    learner.teacher, learner.generator, summary.shared_item_factor.detach()))
                 with warnings.catch_warnings():  # a skipped first update is not the misuse torch warns about
                     warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
                     sched.step()
                 progress.global_step += 1
                 progress.position += 1
-                progress.step_seconds.append(time.perf_counter() - start)
+                progress.step_seconds.append(now() - start)
                 n_unroll = [unrolls[l.arch] for l in step_learners]
                 n_unroll = n_unroll[0] if len(n_unroll) == 1 else n_unroll
                 record = {"step": progress.global_step, "epoch": epoch, "unroll": n_unroll,
@@ -419,16 +442,16 @@ class Distiller:
                 if budget is not None and progress.global_step == CALIBRATION_STEPS:
                     replan()
                 if cfg.checkpoint_every and progress.global_step % cfg.checkpoint_every == 0:
-                    progress.epoch_elapsed = time.perf_counter() - epoch_start
+                    progress.epoch_elapsed = now() - epoch_start
                     save_progress()
             self.dist.sync_summary(summary)  # (multi-process) every process validates and saves process 0's summary
-            progress.epoch_seconds.append(time.perf_counter() - epoch_start)
+            progress.epoch_seconds.append(now() - epoch_start)
             last_epoch = (bool(step_limit() and progress.global_step >= step_limit()) or out_of_time()
                           or (budget is None and epoch == cfg.epochs))
             if (cfg.eval_every and epoch % cfg.eval_every == 0) or last_epoch:
-                started = time.perf_counter()
+                started = now()
                 valid = self._validate(summary, learners, split, k, split_learners)
-                progress.validation_seconds.append(time.perf_counter() - started)
+                progress.validation_seconds.append(now() - started)
                 if budget is not None and not last_epoch:
                     replan()  # (a plan that ends here makes this validation the final one)
                     last_epoch = progress.global_step >= progress.planned_steps or out_of_time()
@@ -450,7 +473,7 @@ class Distiller:
             progress.done = last_epoch
             for learner in learners:  # every epoch starts its learners afresh
                 learner.state = None
-            progress.elapsed = time.perf_counter() - clock
+            progress.elapsed = now() - clock
             save_progress()
         bar.close()
         step_seconds = sorted(progress.step_seconds)
@@ -470,6 +493,7 @@ class Distiller:
                 "summary_parameters_with_item_factor": summary.num_parameters(include_item_factor=True),
                 "real_interactions": self.dataset.n_interactions,
                 "time_budget_seconds": cfg.time_budget, "seconds": progress.elapsed,
+                "time_budget_clock": cfg.time_budget_clock,
                 "planned_steps": progress.planned_steps if budget is not None else None,
                 "trajectory_fallback": self.trajectory_fallback, "processes": self.dist.world_size,
                 "parallelism": "learners" if split_learners else "batch" if self.dist.world_size > 1 else "none",
@@ -533,9 +557,7 @@ class Distiller:
                 continue
             teacher = learner.teacher
             options = _model_options(teacher.model)
-            protocol = cfg.eval_init
-            if protocol == "shared-item-factor" and source.V is not None and source.V.shape[1] != _width(teacher):
-                protocol = "scratch"
+            protocol = self._learner_protocol(teacher, source.V)
             results[teacher.model_name] = evaluate_sources(
                 source, split, arch=teacher.model_name, protocol=protocol, seeds=range(cfg.eval_learners),
                 which="valid", max_len=teacher.model.max_len, eval_config=cfg.eval, device=self.device,

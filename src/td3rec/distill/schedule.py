@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from td3rec.errors import ConfigError
 
@@ -42,6 +44,12 @@ def parse_duration(text: str | float | int) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise ConfigError(f"time budget must be a finite number of seconds >= 0, got {text!r}")
     return seconds
+
+
+def budget_clock(kind: str) -> Callable[[], float]:
+    """The clock a budget counts: ``wall`` (``time.perf_counter``) or ``cpu`` (``time.process_time``: this
+    process's CPU seconds, every thread counted)."""
+    return time.process_time if kind == "cpu" else time.perf_counter
 
 
 def cosine_factor(step: int, total: int) -> float:

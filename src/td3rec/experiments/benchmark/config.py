@@ -54,6 +54,8 @@ class BenchmarkDataset:
         format: file format (default: detected).
         k_core: k-core filter (default: the dataset's setting).
         k_core_mode: ``iterative`` or ``single-pass`` (default: the dataset's setting).
+        top_items: keep only the this many most frequent items before the k-core filter (default: every item),
+            e.g. a large catalogue cut to a size where the exact distillation settings are affordable.
         distill: overrides of the grid's ``distill`` settings for this dataset's distillations (nested or dotted,
             as a method's), e.g. fewer outer epochs on a dataset with many more users per epoch; a method's own
             overrides apply on top.
@@ -64,6 +66,7 @@ class BenchmarkDataset:
     format: str | None = None
     k_core: int | None = None
     k_core_mode: str | None = None
+    top_items: int | None = None
     distill: dict = field(default_factory=dict)
 
 

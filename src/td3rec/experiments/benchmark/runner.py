@@ -149,7 +149,8 @@ def run_benchmark(config: BenchmarkConfig, results_dir: str | Path, data_dir: st
 
 def _load(spec: BenchmarkDataset, data_dir: str | Path | None) -> SequenceDataset:
     config = default_preprocess_config(spec.source)
-    overrides = {k: v for k, v in (("k_core", spec.k_core), ("k_core_mode", spec.k_core_mode)) if v is not None}
+    overrides = {k: v for k, v in (("k_core", spec.k_core), ("k_core_mode", spec.k_core_mode),
+                                   ("top_items", spec.top_items)) if v is not None}
     if overrides:
         config = dataclasses.replace(config, **overrides)
     return load_dataset(spec.source, config=config, data_dir=data_dir, fmt=spec.format)
