@@ -16,6 +16,8 @@ INIT_PROTOCOLS = ("reference", "shared-item-factor", "scratch")
 RESET_MODES = ("epoch", "step", "random")
 #: where a learner start comes from: the teacher's trajectory (reference) or the validation learners' protocol
 LEARNER_STARTS = ("trajectory", "protocol")
+#: how a summary starts: near-uniform noise, or fitted to one of the real-subset baselines
+INIT_SOURCES = ("noise", "longest", "random", "popular", "herding", "kcenter")
 #: what a time budget counts: wall-clock seconds, or the process's CPU seconds
 BUDGET_CLOCKS = ("wall", "cpu")
 #: summary parameterisations: TD3's Tucker factors, or Farzi Data's latent summary and decoder
@@ -84,6 +86,11 @@ class DistillConfig:
         init_std: standard deviation of the normal initialisation of U and T (G: N(0, 2/(d2·d3)), as the reference).
         learn_item_factor: learn V instead of keeping the teacher's item embedding (ablation; for Farzi only with
             the factorised decoder).
+        init_from: how the summary starts: ``noise`` (near-uniform, the reference) or a real subset of ``n_sequences``
+            users (``longest``, ``random``, ``popular``, ``herding``, ``kcenter``; the baselines of
+            :mod:`td3rec.summary.real_subset`), fitted so that every position's distribution puts its mass on the
+            real item there (:mod:`td3rec.summary.fit`); the fit's time is charged to ``time_budget``.
+        init_fit_steps: Adam steps of that fit.
         inner: inner-loop settings.
         inner_steps: maximum unroll length (reference 200).
         window: steps kept in the graph at the end of each unroll (reference 40); ``window == inner_steps``
@@ -154,6 +161,8 @@ class DistillConfig:
     d2: int = 8
     init_std: float = 0.02
     learn_item_factor: bool = False
+    init_from: str = "noise"
+    init_fit_steps: int = 200
     inner: InnerConfig = field(default_factory=InnerConfig)
     inner_steps: int = 200
     window: int = 40
@@ -236,6 +245,10 @@ class DistillConfig:
                               "momentum setting (set inner.optimizer=sgd, or drop inner.momentum)")
         if self.reset not in RESET_MODES:
             raise ConfigError(f"reset must be one of {', '.join(RESET_MODES)}, not {self.reset!r}")
+        if self.init_from not in INIT_SOURCES:
+            raise ConfigError(f"init_from must be one of {', '.join(INIT_SOURCES)}, not {self.init_from!r}")
+        if self.init_fit_steps < 0:
+            raise ConfigError(f"init_fit_steps must be >= 0, got {self.init_fit_steps}")
         if self.learner_start not in LEARNER_STARTS:
             raise ConfigError(f"learner_start must be one of {', '.join(LEARNER_STARTS)}, not {self.learner_start!r}")
         if self.eval_init not in INIT_PROTOCOLS:

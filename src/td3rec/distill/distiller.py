@@ -130,6 +130,8 @@ class Distiller:
         self.device = self.dist.device(resolve_device(config.device))
         #: the folder this process writes to: the run folder in process 0 (or a single process), else none
         self.out_dir = self.run_dir if self.dist.is_main else None
+        #: how the summary was fitted to a real subset (``init_from``), in this process's run (none if resumed)
+        self.init_fit: dict | None = None
         if self.dist.world_size > 1 and not self.teacher_runs:
             raise ConfigError("multi-process distillation needs a trained teacher (--teacher RUN_DIR): train one "
                               "with `td3rec train` first")
@@ -196,6 +198,21 @@ class Distiller:
         model, _ = load_checkpoint(path, self.device)
         return dict(model.named_parameters())
 
+    def _fit_to_real(self, summary, teacher: Teacher, split) -> dict:
+        """Fit the fresh summary to the ``init_from`` real subset of ``n_sequences`` users (truncated to
+        ``seq_len``; a shorter user's last positions are left free)."""
+        from td3rec.summary.fit import fit_to_items
+        from td3rec.summary.real_subset import FEATURE_METHODS, last_prefix_features, real_subset
+
+        cfg = self.config
+        features = last_prefix_features(teacher.model, split) if cfg.init_from in FEATURE_METHODS else None
+        subset = real_subset(split, cfg.init_from, cfg.n_sequences, cfg.seq_len, seed=cfg.seed, features=features)
+        ids = subset.ids.to(self.device)
+        positions = torch.arange(ids.shape[1], device=self.device)
+        items = torch.where(positions[None, :] < subset.full_lengths.to(self.device)[:, None], ids - 1, -1)
+        items = torch.nn.functional.pad(items, (0, cfg.seq_len - items.shape[1]), value=-1)
+        return fit_to_items(summary, items, cfg.init_fit_steps)
+
     def _learner_protocol(self, teacher: Teacher, V: torch.Tensor | None) -> str:
         """The initialisation of ``teacher``'s validation learners: ``eval_init``, except that shared-item-factor
         falls back to scratch for a learner whose width differs from V's."""
@@ -247,6 +264,14 @@ class Distiller:
             learner.owned = not split_learners or i % self.dist.world_size == self.dist.rank
         V = teacher.model.item_vectors().detach().clone()
         summary = build_summary(cfg, V, generator=generator).to(self.device)  # TD3 (Tucker) or Farzi
+        init_seconds = 0.0
+        if cfg.init_from != "noise" and not resuming:  # (charged to the budget: it is part of distilling)
+            started = now()
+            self.init_fit = self._fit_to_real(summary, teacher, split)
+            init_seconds = now() - started
+            log.info("summary initialised from the %s-%d real subset in %.1f s: fit loss %.3f -> %.3f, top-1 %.1f%%",
+                     cfg.init_from, cfg.n_sequences, init_seconds, self.init_fit["first_loss"],
+                     self.init_fit["last_loss"], 100 * self.init_fit["top1"])
         opt = torch.optim.Adam(summary.parameters(), lr=cfg.outer_lr, weight_decay=cfg.outer_weight_decay)
         batch_size = cfg.real_batch_size
         steps_per_epoch = math.ceil(len(examples) / batch_size)
@@ -256,6 +281,7 @@ class Distiller:
         budget = (TimeBudget(cfg.time_budget, steps_per_epoch, cfg.eval_every, cfg.max_steps)
                   if cfg.time_budget else None)
         progress = DistillProgress()
+        progress.elapsed = init_seconds
         if budget is not None:  # the cosine spans the planned steps (re-planned as the run measures itself)
             total_steps = progress.planned_steps = UNPLANNED
             sched = torch.optim.lr_scheduler.LambdaLR(
@@ -493,7 +519,7 @@ class Distiller:
                 "summary_parameters_with_item_factor": summary.num_parameters(include_item_factor=True),
                 "real_interactions": self.dataset.n_interactions,
                 "time_budget_seconds": cfg.time_budget, "seconds": progress.elapsed,
-                "time_budget_clock": cfg.time_budget_clock,
+                "time_budget_clock": cfg.time_budget_clock, "init_fit": self.init_fit,
                 "planned_steps": progress.planned_steps if budget is not None else None,
                 "trajectory_fallback": self.trajectory_fallback, "processes": self.dist.world_size,
                 "parallelism": "learners" if split_learners else "batch" if self.dist.world_size > 1 else "none",
