@@ -11,6 +11,7 @@ from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_ar
 from td3rec.config import load_config
 from td3rec.errors import ConfigError
 from td3rec.evaluation.initialisation import PROTOCOLS
+from td3rec.evaluation.subset_size import DEFAULT_SUBSET_USERS, size_text, subset_sizes, summary_size
 from td3rec.evaluation.suite import DataSpec, SuiteConfig, check_suite_inputs, data_labels, run_suite
 from td3rec.models.registry import MODEL_NAMES
 from td3rec.summary.export import check_output_file
@@ -35,9 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequences-format", metavar="FORMAT",
                         help="format of the --sequences files (default: detected from the name and content)")
     parser.add_argument("--subset", action="append", default=[], choices=list(SUBSET_METHODS),
-                        help="also evaluate a real-subset baseline of --n users (repeatable); herding and kcenter "
-                             "select on teacher features and need --teacher")
-    parser.add_argument("--n", type=int, default=30, help="users in each real subset (default 30)")
+                        help="also evaluate a real-subset baseline as large as each summary (repeatable); herding "
+                             "and kcenter select on teacher features and need --teacher")
+    parser.add_argument("--n", type=int, metavar="N",
+                        help="users in each real subset (default: the summary's n synthetic sequences, one subset "
+                             f"per distinct size when several summaries differ; {DEFAULT_SUBSET_USERS} without a "
+                             "summary)")
+    parser.add_argument("--seq-len", type=int, metavar="L",
+                        help="items per real-subset user, their last L training items (default: the summary's L "
+                             "positions; max_len without a summary)")
     parser.add_argument("--whole", action="store_true", help="also train on the full data (early stopping)")
     parser.add_argument("--arch", default="sasrec",
                         help=f"comma-separated learner architectures: {','.join(MODEL_NAMES)} (default sasrec)")
@@ -74,13 +81,12 @@ def run(args: argparse.Namespace) -> int:
     config.split = args.split
     if config.seeds <= 0 or config.training.steps <= 0:
         raise ConfigError("--seeds and --steps must be positive")
+    if args.n is not None and args.n <= 0:
+        raise ConfigError(f"--n must be positive, got {args.n}")
+    if args.seq_len is not None and args.seq_len < 2:
+        raise ConfigError(f"--seq-len must be at least 2 (an input and a target), got {args.seq_len}")
     config.validate()
-    specs = ([DataSpec("summary", path=p) for p in args.summary]
-             + [DataSpec("sequences", path=p, fmt=args.sequences_format) for p in args.sequences]
-             + [DataSpec(k, n=args.n) for k in args.subset])
-    if args.whole:
-        specs.append(DataSpec("whole"))
-    if not specs:
+    if not (args.summary or args.sequences or args.subset or args.whole):
         raise ConfigError(f"nothing to evaluate: give --summary FILE, --sequences FILE, --subset {'|'.join(SUBSET_METHODS)} or --whole")
     if any(kind in FEATURE_METHODS for kind in args.subset) and not args.teacher:
         raise ConfigError("--subset herding/kcenter select on teacher features: give --teacher RUN_DIR")
@@ -88,6 +94,12 @@ def run(args: argparse.Namespace) -> int:
         for p in paths:
             if not Path(p).is_file():
                 raise ConfigError(f"{what} {p} does not exist")
+    sizes = subset_sizes([summary_size(p) for p in args.summary] if args.subset else [], args.n, args.seq_len)
+    specs = ([DataSpec("summary", path=p) for p in args.summary]
+             + [DataSpec("sequences", path=p, fmt=args.sequences_format) for p in args.sequences]
+             + [DataSpec(k, n=n, seq_len=length) for k in args.subset for n, length in sizes])
+    if args.whole:
+        specs.append(DataSpec("whole"))
     if args.json:
         check_output_file(args.json, overwrite=True, inputs=run_inputs(args))
     data_labels(specs)  # the same file or subset given twice: refused before any work
@@ -111,13 +123,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_rows(rows: list[dict], protocols: tuple[str, ...], metrics: tuple[str, ...] = ("HR@10", "NDCG@10")) -> str:
-    """A text table: one line per (data, arch, init), mean ± std of each protocol's metrics over the seeds (the
-    mean alone for a single seed); the data column is as wide as its longest label (labels are never cut)."""
+    """A text table: one line per (data, arch, init) with the data's size (``n×L``: sequences × the longest
+    one's positions, so a summary and its subsets are seen to be alike), mean ± std of each protocol's metrics
+    over the seeds (the mean alone for a single seed); the data column is as wide as its longest label (labels
+    are never cut)."""
     cols = [f"{p}:{m}" for p in protocols for m in metrics]
     width = max([len("data")] + [len(r["data"]) for r in rows])
-    head = f"{'data':<{width}} {'arch':<9} {'init':<29} " + " ".join(f"{c:>17}" for c in cols)
+    sizes = [size_text(r) for r in rows]
+    size_width = max([len("n×L")] + [len(s) for s in sizes])
+    head = f"{'data':<{width}} {'n×L':>{size_width}} {'arch':<9} {'init':<29} " + " ".join(f"{c:>17}" for c in cols)
     lines = [head, "-" * len(head)]
-    for r in rows:
+    for r, size in zip(rows, sizes):
         cells = []
         for p in protocols:
             for m in metrics:
@@ -128,5 +144,5 @@ def format_rows(rows: list[dict], protocols: tuple[str, ...], metrics: tuple[str
         init = r["init"].split(" ")[0]
         if "learner_width" in r:  # built as wide as the summary's V, not the architecture's own width
             init += f" ({r['learner_width']} wide)"
-        lines.append(f"{r['data']:<{width}} {r['arch']:<9} {init:<29} " + " ".join(cells))
+        lines.append(f"{r['data']:<{width}} {size:>{size_width}} {r['arch']:<9} {init:<29} " + " ".join(cells))
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from td3rec.errors import ConfigError
 from td3rec.evaluation.evaluator import EvalConfig
 from td3rec.evaluation.learner_training import LearnerTrainingConfig
 from td3rec.evaluation.sources import DecodedSoftSequences, HardSequences, SoftSequences, load_hard_sequences
+from td3rec.evaluation.subset_size import data_size
 from td3rec.evaluation.summary_eval import evaluate_sources, mean_std
 from td3rec.models.base import SequentialRecommender
 from td3rec.summary.factors import load_summary_factors
@@ -28,12 +29,14 @@ log = logging.getLogger(__name__)
 class DataSpec:
     """One kind of training data: ``kind`` is summary, sequences (a file of hard sequences, e.g. an export;
     ``fmt`` its format, detected when ``None``), whole, or a real subset (random, longest, popular, herding,
-    kcenter; :mod:`td3rec.summary.real_subset`)."""
+    kcenter; :mod:`td3rec.summary.real_subset`) of ``n`` users, each with their last ``seq_len`` training items
+    (``None``: the learners' ``max_len``; :mod:`td3rec.evaluation.subset_size` sizes them like the summary)."""
 
     kind: str
     path: str | None = None
     n: int = 30
     fmt: str | None = None
+    seq_len: int | None = None
 
     @property
     def label(self) -> str:
@@ -45,6 +48,12 @@ class DataSpec:
             return "whole"
         return f"{self.kind}-{self.n}"
 
+    @property
+    def long_label(self) -> str:
+        """``KIND-NxL``: a subset's label with its sequence length, for two subsets that differ only in it."""
+        return self.label if self.kind in FILE_KINDS or self.kind == "whole" or self.seq_len is None \
+            else f"{self.label}x{self.seq_len}"
+
 
 #: kinds of :class:`DataSpec` read from a file (labelled by its path)
 FILE_KINDS = ("summary", "sequences")
@@ -55,6 +64,7 @@ def data_labels(specs: list[DataSpec]) -> list[str]:
     no other file of the same kind shares (``summary:summary_best.safetensors`` alone;
     ``summary:td3/summary_best.safetensors`` and ``summary:farzi/summary_best.safetensors`` together).
 
+    A real subset is ``KIND-N``, or ``KIND-NxL`` when another subset of the same kind and n has another length.
     The same file, subset or ``whole`` given twice is a :class:`~td3rec.errors.ConfigError`: its rows could
     not be told apart.
     """
@@ -62,7 +72,8 @@ def data_labels(specs: list[DataSpec]) -> list[str]:
     labels = []
     for i, spec in enumerate(specs):
         if spec.kind not in FILE_KINDS:
-            labels.append(spec.label)
+            other_lengths = any(o.label == spec.label and o.seq_len != spec.seq_len for o in specs)
+            labels.append(spec.long_label if other_lengths else spec.label)
             continue
         mine = parts[i]
         others = [parts[j] for j, other in enumerate(specs) if j != i and other.kind == spec.kind]
@@ -139,6 +150,13 @@ def check_suite_inputs(dataset: SequenceDataset, specs: list[DataSpec], config: 
 
     teachers = teachers or {}
     for spec in specs:
+        if spec.kind not in ("summary", "sequences", "whole") and spec.seq_len is not None:
+            for arch in config.archs:
+                limit = max_input_length(arch, config.max_len)
+                if limit is not None and spec.seq_len > limit:
+                    raise ConfigError(f"the {spec.label} subset's sequences of {spec.seq_len} items are longer than "
+                                      f"the {arch} learner accepts (max_len {config.max_len}, its position table); "
+                                      f"give --seq-len {limit} or --set max_len={spec.seq_len}")
         if spec.kind != "summary":
             continue
         seq_len = load_summary_factors(spec.path, expected_fingerprint=dataset.fingerprint()).queries.shape[1]
@@ -191,7 +209,8 @@ def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConf
                     seconds.append(time.perf_counter() - start)
                     runs.append(res.test if config.split == "test" else res.valid)
                 mean, std = mean_std(runs)
-                rows.append({"data": label, "arch": arch, "init": "scratch (full training, early stopping)",
+                size = {"n": dataset.n_users, "seq_len": None, "positions": int(sum(map(len, split.train)))}
+                rows.append({"data": label, **size, "arch": arch, "init": "scratch (full training, early stopping)",
                              "mean": mean, "std": std, "runs": runs, "train_seconds": seconds})
             continue
         if spec.kind == "summary":
@@ -199,7 +218,8 @@ def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConf
         elif spec.kind == "sequences":
             source = load_hard_sequences(spec.path, dataset, config.max_len, spec.fmt)
         else:
-            source = real_subset(split, spec.kind, spec.n, config.max_len, seed=0, features=features)
+            source = real_subset(split, spec.kind, spec.n, spec.seq_len or config.max_len, seed=0, features=features)
+        size = data_size(source)
         for arch in config.archs:
             teacher = teachers.get(arch)
             for init in config.inits:
@@ -224,12 +244,13 @@ def run_suite(dataset: SequenceDataset, specs: list[DataSpec], config: SuiteConf
                                  "of %d", label, arch, V.shape[1], _hidden_size(arch, config, teacher))
                     if spec.kind != "summary":
                         source = HardSequences(source.ids, source.full_lengths, V)
-                log.info("evaluating %s with %s (%s initialisation, %d seeds)", label, arch, init, config.seeds)
+                log.info("evaluating %s with %s (%s initialisation, %d seed%s)", label, arch, init, config.seeds,
+                         "" if config.seeds == 1 else "s")
                 res = evaluate_sources(source, split, arch=arch, protocol=init, seeds=range(config.seeds),
                                        which=config.split, max_len=config.max_len, eval_config=config.eval,
                                        device=device, training=config.training, teacher=teacher,
                                        model_options=options)
-                row = {"data": label, **res}
+                row = {"data": label, **size, **res}
                 if options != _options(teacher):  # (a learner of another width than the architecture's own)
                     row.update(model_options=options, learner_width=int(V.shape[1]))
                 rows.append(row)
