@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from td3rec.config import load_config, read_settings
+from td3rec.commands import _outputs
 from td3rec.utils import run_folder
 
 C = TypeVar("C")
@@ -27,20 +28,17 @@ def add_output_arguments(parser: argparse.ArgumentParser, default_hint: str) -> 
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def run_inputs(args: argparse.Namespace) -> list[str]:
-    """The files and folders a command reads (dataset file, dataset cache, config file, teacher, summary,
-    sequences): an output folder or file may never be one of them or hold one."""
-    found: list[str] = []
-    for name in ("dataset", "data_dir", "config", "teacher", "summary", "sequences", "resume"):
-        value = getattr(args, name, None)
-        found += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)] if value else []
-    return found
+def run_inputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``(option, path)`` of the files and folders a command reads (dataset file, dataset cache, config file,
+    teacher, summary, sequences ...; :data:`td3rec.commands._outputs.PATH_OPTIONS`): an output folder or file
+    may never be, hold or lie inside one of them."""
+    return _outputs.run_inputs(args)
 
 
 def prepare_output_dir(path: str | Path, args: argparse.Namespace) -> Path:
-    """Create the output folder of ``args`` (emptying a td3rec one first with ``--overwrite``), locked for
-    this run and marked as td3rec's (:func:`td3rec.utils.run_folder.prepare_output_dir`)."""
-    return run_folder.prepare_output_dir(path, args.overwrite, run_inputs(args), command=args.command)
+    """Create the run folder of ``args`` (emptying a td3rec one first with ``--overwrite``), locked for this
+    run and marked as td3rec's, through the output guard (:func:`td3rec.commands._outputs.prepare_output`)."""
+    return _outputs.prepare_output(args, "out", path, lock=lambda out: run_folder.lock_folder(out, "output folder"))
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace, shortcuts: dict[str, str]) -> C:
@@ -70,5 +68,5 @@ def default_output_dir(args: argparse.Namespace, template: str, check: bool = Tr
     dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(args.dataset).rstrip("/").split("/")[-1])
     out = args.out or template.format(dataset=dataset, **fields)
     if check:
-        run_folder.check_output_dir(out, args.overwrite, run_inputs(args))
+        _outputs.guard_output(args, "out", out)
     return out

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from td3rec.commands._common import shortcut_overrides
+from td3rec.commands._outputs import guard_output
 from td3rec.config import load_config, parse_override, to_dict
 from td3rec.errors import ConfigError
 from td3rec.utils.atomic import remove_temporaries, write_json
@@ -79,7 +80,14 @@ def resume_settings(cls: type[C], args: argparse.Namespace, shortcuts: dict[str,
         raise ConfigError(f"--resume {run}: options differ from the run's: {'; '.join(conflicts)}; drop them to "
                           "continue the run as it was started, or start a new run")
     config.validate()
+    check_run(args, run)
     return config, run
+
+
+def check_run(args: argparse.Namespace, run: Path) -> None:
+    """The run folder of ``--resume`` through the output guard: a td3rec run folder that is not and does not
+    lie inside one of the run's inputs (:func:`td3rec.commands._outputs.guard_output`)."""
+    guard_output(args, "resume", run)
 
 
 def claim_run(run: Path) -> None:
