@@ -37,6 +37,7 @@ from matplotlib.figure import Figure
 
 from td3rec.errors import ConfigError, DataError
 from td3rec.utils.atomic import output_error
+from td3rec.utils.output_guard import MARKER, REPORT_FOLDER, check_output
 
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
@@ -581,10 +582,9 @@ def write_report(results: str | Path, out_dir: str | Path | None = None, overwri
     view = default_view(data, metrics, arch, init, budget)
     res = Path(results)
     out = Path(out_dir) if out_dir is not None else (res if res.is_dir() else res.parent) / "report"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"report folder {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"report folder {out} already exists; pass --overwrite to replace it or choose --out")
+    # a report folder td3rec created, holding nothing else and none of the results it reads (the output guard)
+    check_output(out, "--out", [("RESULTS", res / "results.json" if res.is_dir() else res)], kind=REPORT_FOLDER,
+                 overwrite=overwrite)
     groups = group_rows(data["rows"])
     methods, whole = _methods(data, data["rows"])
     try:
@@ -600,6 +600,7 @@ def write_report(results: str | Path, out_dir: str | Path | None = None, overwri
                 fig.savefig(tmp / FIGURES_DIR / f"{stem}.png", dpi=110, bbox_inches="tight")
                 listed.setdefault(dataset, {})[title] = f"{FIGURES_DIR}/{stem}.png"
         (tmp / REPORT_FILE).write_text(build_markdown(data, view, listed, str(results)), encoding="utf-8")
+        (tmp / MARKER).write_text("report\n", encoding="utf-8")  # td3rec's: a later --overwrite may replace it
         os.chmod(tmp, 0o777 & ~_umask())
         _replace_folder(tmp, out)
     except OSError as err:
