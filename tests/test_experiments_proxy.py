@@ -491,7 +491,7 @@ def _candidates(*extra: dict, h8: dict | None = None) -> str:
      "candidate 'sasrec-h8' has other settings there: full_training.lr 0.01 here, 0.001 there"),
     ("earlier", ["--set", _candidates(h8={"model": "gru4rec", "model_options": {"embedding_size": 8}})],
      "candidate 'sasrec-h8' has other settings there: model \"gru4rec\" here, \"sasrec\" there"),
-    ("same", [], "is the report this run writes"),
+    ("same", [], "--json {out} would replace the run's own input (--full-from {out})"),
 ])
 def test_full_from_mismatches_are_refused(toy_summary, earlier_report, new_summary, tmp_path, monkeypatch, capsys,
                                           source, extra, message):
@@ -505,7 +505,7 @@ def test_full_from_mismatches_are_refused(toy_summary, earlier_report, new_summa
     assert _proxy(toy, new_summary, config, "--json", str(out), "--full-from", str(path), *extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     errors = [line for line in err if line.startswith("td3rec proxy: error:")]
-    assert len(errors) == 1 and errors[0] == err[-1] and message in errors[0], err
+    assert len(errors) == 1 and errors[0] == err[-1] and message.format(out=out) in errors[0], err
     assert "--full-from" in errors[0] and not any("Traceback" in line for line in err)
     assert (out.read_text() if out.exists() else None) == before  # nothing written
 

@@ -61,24 +61,24 @@ def _results_file(path: Path) -> list[Path]:
     return [path / "results.json" if path.is_dir() else path]
 
 
-_DATA = {"dataset": Input("--dataset"), "data_dir": Input("--data-dir")}
+#: the options of a dataset file's reading (values, not paths)
+_READING = {"data_format": NotAPath("--format"), "user_col": NotAPath("--user-col"),
+            "item_col": NotAPath("--item-col"), "time_col": NotAPath("--time-col")}
+_DATA = {"dataset": Input("--dataset"), "data_dir": Input("--data-dir"), **_READING}
 _RUN = {"config": Input("--config"), "out": Output("--out", RUN_FOLDER), "resume": Output("--resume", RUN_FOLDER, CONTINUE)}
 
 #: command -> argparse destination -> what the option is (every option that names a file or folder)
 PATH_OPTIONS: dict[str, dict[str, Input | Output | NotAPath]] = {
     "datasets": {"data_dir": Input("--data-dir")},
-    "stats": {"dataset": Input("DATASET_OR_FILE"), "data_dir": Input("--data-dir"), "data_format": NotAPath("--format")},
-    "train": {**_DATA, "data_format": NotAPath("--format"), **_RUN},
-    "distill": {**_DATA, "data_format": NotAPath("--format"), **_RUN, "teacher": Input("--teacher")},
-    "evaluate": {**_DATA, "data_format": NotAPath("--format"), "config": Input("--config"),
-                 "summary": Input("--summary"), "sequences": Input("--sequences"),
-                 "sequences_format": NotAPath("--sequences-format"), "teacher": Input("--teacher"),
+    "stats": {"dataset": Input("DATASET_OR_FILE"), "data_dir": Input("--data-dir"), **_READING},
+    "train": {**_DATA, **_RUN},
+    "distill": {**_DATA, **_RUN, "teacher": Input("--teacher")},
+    "evaluate": {**_DATA, "config": Input("--config"), "summary": Input("--summary"),
+                 "sequences": Input("--sequences"), "sequences_format": NotAPath("--sequences-format"), "teacher": Input("--teacher"),
                  "json": Output("--json")},
-    "export": {"summary": Input("SUMMARY"), "out": Output("--out")},
-    "inspect": {"summary": Input("SUMMARY"), **_DATA, "data_format": NotAPath("--format"),
-                "figures": Output("--figures", FIGURES_FOLDER)},
-    "proxy": {"config": Input("CONFIG.yaml"), **_DATA, "data_format": NotAPath("--format"),
-              "summary": Input("--summary"), "teacher": Input("--teacher"), "full_from": Input("--full-from"),
+    "export": {"summary": Input("SUMMARY"), "export_format": NotAPath("--format"), "out": Output("--out")},
+    "inspect": {"summary": Input("SUMMARY"), **_DATA, "figures": Output("--figures", FIGURES_FOLDER)},
+    "proxy": {"config": Input("CONFIG.yaml"), **_DATA, "summary": Input("--summary"), "teacher": Input("--teacher"), "full_from": Input("--full-from"),
               "json": Output("--json")},
     "benchmark": {"config": Input("CONFIG.yaml"), "data_dir": Input("--data-dir"),
                   "results": Output("--results", RESULTS_FOLDER, CONTINUE)},

@@ -54,6 +54,7 @@ def resume_settings(cls: type[C], args: argparse.Namespace, shortcuts: dict[str,
         raise ConfigError("--resume and --overwrite exclude each other: --resume continues the run in RUN_DIR, "
                           "--overwrite deletes a folder to start a new run")
     run = Path(args.resume)
+    check_run(args, run)  # a td3rec run folder, not an input of the command (again below, with the run's inputs)
     if not run.is_dir():
         raise ConfigError(f"--resume {run}: no such run folder")
     if args.out is not None and Path(args.out).resolve() != run.resolve():

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from td3rec.errors import ConfigError
+from td3rec.commands._outputs import prepare_output
 from td3rec.experiments.benchmark.config import load_benchmark_config
 from td3rec.experiments.benchmark.runner import run_benchmark
 from td3rec.experiments.benchmark.table import RESULTS_CSV, RESULTS_JSON
@@ -42,15 +42,12 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"device={args.device}")
     config = load_benchmark_config(args.config, overrides)
     results = Path(args.results or f"runs/benchmark-{Path(args.config).stem}")
-    if results.exists() and not results.is_dir():
-        raise ConfigError(f"--results {results} exists and is not a folder")
-    if not args.table_only:  # one process computes into a results folder; --table-only may read it meanwhile
-        try:
-            results.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ConfigError(f"cannot create results folder {results}: {err.strerror or err}") from None
+    # a results folder td3rec created (or a new or empty one), not holding or inside an input (the output guard);
+    # one process computes into it; --table-only may read it meanwhile, so it takes no lock
+    lock = None if args.table_only else (
         # shared: processes may split a grid's cells between them (each claims the cells it computes)
-        lock_folder(results, "results folder", shared=True, when_alone=lambda: remove_temporaries(results))
+        lambda out: lock_folder(out, "results folder", shared=True, when_alone=lambda: remove_temporaries(out)))
+    results = prepare_output(args, "results", results, lock=lock)
     result = run_benchmark(config, results, data_dir=args.data_dir, progress=not args.no_progress,
                            compute=not args.table_only)
     statuses: dict[str, int] = {}

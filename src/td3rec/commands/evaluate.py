@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
-from td3rec.commands._common import run_inputs
+from td3rec.commands._outputs import guard_output
 from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args
 from td3rec.config import load_config
 from td3rec.errors import ConfigError
@@ -14,7 +15,6 @@ from td3rec.evaluation.initialisation import PROTOCOLS
 from td3rec.evaluation.subset_size import DEFAULT_SUBSET_USERS, size_text, subset_sizes, summary_size
 from td3rec.evaluation.suite import DataSpec, SuiteConfig, check_suite_inputs, data_labels, run_suite
 from td3rec.models.registry import MODEL_NAMES
-from td3rec.summary.export import check_output_file
 from td3rec.summary.real_subset import FEATURE_METHODS, SUBSET_METHODS
 from td3rec.training.checkpoint import load_checkpoint
 from td3rec.utils.atomic import write_json
@@ -100,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
              + [DataSpec(k, n=n, seq_len=length) for k in args.subset for n, length in sizes])
     if args.whole:
         specs.append(DataSpec("whole"))
-    if args.json:
-        check_output_file(args.json, overwrite=True, inputs=run_inputs(args))
+    if args.json:  # not an input, not a name td3rec writes in its folders, and only ever its own earlier report
+        guard_output(args, "json", own_file=is_evaluate_report)
     data_labels(specs)  # the same file or subset given twice: refused before any work
     device = resolve_device(args.device)
     dataset = dataset_from_args(args)
@@ -116,10 +116,20 @@ def run(args: argparse.Namespace) -> int:
     rows = run_suite(dataset, specs, config, device, teachers)
     print(format_rows(rows, config.eval.protocols))
     if args.json:
+        guard_output(args, "json", own_file=is_evaluate_report)  # (again: the file may have appeared meanwhile)
         write_json(args.json, {"dataset": dataset.name, "fingerprint": dataset.fingerprint(), "split": config.split,
                                "steps": config.training.steps, "seeds": config.seeds, "rows": rows})
         print(f"results: {args.json}")
     return 0
+
+
+def is_evaluate_report(path: Path) -> bool:
+    """Whether ``path`` holds an earlier ``td3rec evaluate --json`` report (which ``--json`` may replace)."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(report, dict) and isinstance(report.get("rows"), list) and "fingerprint" in report
 
 
 def format_rows(rows: list[dict], protocols: tuple[str, ...], metrics: tuple[str, ...] = ("HR@10", "NDCG@10")) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from td3rec.commands._outputs import guard_output
 from td3rec.errors import ConfigError
-from td3rec.summary.export import EXPORT_FORMATS, EXPORT_MODES, check_output_file, export_summary
+from td3rec.summary.export import EXPORT_FORMATS, EXPORT_MODES, export_summary
 
 NAME = "export"
 HELP = "write a summary as hard synthetic sequences (RecBole .inter, CSV or one-user-per-line text)"
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     samples = 1 if args.samples is None else args.samples
     if samples < 1:
         raise ConfigError(f"--samples must be a positive number of draws per synthetic sequence, got {samples}")
-    check_output_file(args.out, args.overwrite, [args.summary])
+    guard_output(args, "out")  # not the summary, not a name td3rec writes in its folders; --overwrite to replace
     seqs = export_summary(args.summary, args.out, fmt=args.export_format, mode=args.mode, samples=samples,
                           seed=args.seed, overwrite=args.overwrite)
     print(f"wrote {len(seqs)} synthetic sequences ({seqs.n_interactions:,} interactions, "

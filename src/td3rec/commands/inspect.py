@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
 
 from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args
+from td3rec.commands._outputs import guard_output, prepare_output
 from td3rec.errors import ConfigError
 from td3rec.summary.distributions import SummaryDistributions
 from td3rec.summary.inspect import format_report, inspect_distributions, inspection_report, real_item_counts
+from td3rec.utils.run_folder import lock_folder
 
 NAME = "inspect"
 HELP = "show a summary's top items and entropy per position, its catalogue coverage and popularity profile"
@@ -36,10 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print the report as JSON (always with every position)")
     parser.add_argument("--figures", metavar="DIR",
-                        help="write entropy_per_position.png, popularity.png and top_items_heatmap.png here")
+                        help="write entropy_per_position.png, popularity.png and top_items_heatmap.png into this "
+                             "folder (td3rec's: a new or empty one, or one an earlier --figures made)")
     parser.add_argument("--heatmap-sequences", type=int, default=3, metavar="N",
                         help="synthetic sequences shown in the heat map (default 3)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing figure files")
+    parser.add_argument("--overwrite", action="store_true", help="replace the figures of an earlier --figures DIR")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     given = [flag for flag, dest in _DATASET_OPTIONS.items() if getattr(args, dest, None) is not None]
     if given and not args.dataset:
         raise ConfigError(f"{given[0]} only applies with --dataset (the real data to compare with)")
-    if args.figures:
-        _check_figure_folder(Path(args.figures), args.overwrite)
+    if args.figures:  # a figures folder td3rec created (replaced with --overwrite), checked before any work
+        guard_output(args, "figures")
     dist = SummaryDistributions.from_file(args.summary)
     real_counts = real_info = None
     if args.dataset:
@@ -69,22 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if args.figures:
         from td3rec.summary.figures import write_figures  # matplotlib only when figures are asked for
 
-        paths = write_figures(dist, insp, args.figures, real_counts, args.heatmap_sequences)
+        folder = prepare_output(args, "figures", lock=lambda out: lock_folder(out, "figures folder"))
+        paths = write_figures(dist, insp, folder, real_counts, args.heatmap_sequences)
         report["figures"] = [str(p) for p in paths]
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(format_report(report, positions=args.positions))
     return 0
-
-
-def _check_figure_folder(folder: Path, overwrite: bool) -> None:
-    """Refuse a figure folder that is a file, or existing figure files without ``--overwrite``."""
-    from td3rec.summary.figures import FIGURE_FILES
-
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--figures {folder} exists and is not a folder")
-    existing = [name for name in FIGURE_FILES.values() if (folder / name).exists()]
-    if existing and not overwrite:
-        raise ConfigError(f"{folder / existing[0]} already exists; pass --overwrite to replace the figures or "
-                          "choose another --figures folder")

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from td3rec.commands._dataset_args import add_dataset_arguments, dataset_from_args
+from td3rec.commands._outputs import guard_output
 from td3rec.errors import ConfigError
 from td3rec.experiments.proxy import FullFrom, format_report, load_proxy_config, read_proxy_report, run_proxy
 from td3rec.training.checkpoint import load_checkpoint
@@ -58,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.summary).is_file():
         raise ConfigError(f"summary {args.summary} does not exist")
     json_path = Path(args.json) if args.json else None
-    if json_path is not None and json_path.is_dir():
-        raise ConfigError(f"--json {json_path} is a folder; give a file name")
+    if json_path is not None:  # not an input (--full-from ...), not td3rec's own file, only ever its own report
+        guard_output(args, "json", own_file=is_proxy_report)
     if args.resume and json_path is None:
         raise ConfigError("--resume takes the finished candidates from --json FILE; give --json")
     reuse = _previous_candidates(json_path) if args.resume else None
@@ -86,6 +87,15 @@ def run(args: argparse.Namespace) -> int:
         write_json(json_path, {"status": "finished", **report})
         print(f"results: {json_path}")
     return 0
+
+
+def is_proxy_report(path: Path) -> bool:
+    """Whether ``path`` holds an earlier ``td3rec proxy --json`` report (which ``--json`` may replace)."""
+    try:
+        read_proxy_report(path, "--json")
+    except ConfigError:
+        return False
+    return True
 
 
 def _previous_candidates(path: Path) -> dict[str, dict]:

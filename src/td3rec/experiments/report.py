@@ -578,13 +578,13 @@ def write_report(results: str | Path, out_dir: str | Path | None = None, overwri
                  budget: int | None = None) -> Path:
     """Write ``report.md`` and ``figures/*.png`` into ``out_dir`` (default ``RESULTS/report``), atomically as a
     folder; returns the folder."""
-    data = load_results(results)
-    view = default_view(data, metrics, arch, init, budget)
     res = Path(results)
     out = Path(out_dir) if out_dir is not None else (res if res.is_dir() else res.parent) / "report"
     # a report folder td3rec created, holding nothing else and none of the results it reads (the output guard)
     check_output(out, "--out", [("RESULTS", res / "results.json" if res.is_dir() else res)], kind=REPORT_FOLDER,
                  overwrite=overwrite)
+    data = load_results(results)
+    view = default_view(data, metrics, arch, init, budget)
     groups = group_rows(data["rows"])
     methods, whole = _methods(data, data["rows"])
     try:

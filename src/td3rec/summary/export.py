@@ -41,7 +41,7 @@ from td3rec.summary.distributions import SummaryDistributions
 from td3rec.summary.readout import DENSE_MAX_ELEMENTS
 from td3rec.utils.atomic import write_text
 from td3rec.utils.memory import check_memory
-from td3rec.utils.run_folder import refuse_inputs
+from td3rec.utils.output_guard import check_output
 
 log = logging.getLogger(__name__)
 
@@ -155,15 +155,10 @@ def format_sequences(seqs: ExportedSequences, fmt: str) -> str:
 
 
 def check_output_file(path: str | Path, overwrite: bool, inputs: Iterable[str | Path | None] = ()) -> Path:
-    """Refuse an output path that is a folder, one of the command's ``inputs`` (the summary, the dataset ...),
-    or an existing file without ``overwrite`` (before any work)."""
-    out = Path(path)
-    refuse_inputs(out, inputs)
-    if out.is_dir():
-        raise ConfigError(f"output {out} is a folder; give a file path to --out")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"output file {out} already exists; pass --overwrite to replace it or choose another --out")
-    return out
+    """Refuse an output path that is a folder, one of the command's ``inputs`` (the summary, the dataset ...) or
+    inside one, a name td3rec writes in one of its folders, or an existing file without ``overwrite`` (before any
+    work; the output guard, :func:`td3rec.utils.output_guard.check_output`)."""
+    return check_output(path, "--out", [("", p) for p in inputs], overwrite=overwrite)
 
 
 def write_sequences(seqs: ExportedSequences, path: str | Path, fmt: str) -> Path:

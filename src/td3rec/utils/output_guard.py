@@ -203,7 +203,9 @@ def _check_folder(out: Path, option: str, sources: Sequence[tuple[str, Path]], k
         raise ConfigError(f"{doing} {out}: td3rec did not create it (no {MARKER} marker), so it may hold your "
                           f"files; delete it yourself or choose another {option}")
     if owner is not kind:
-        raise ConfigError(f"{doing} {out}: it is a td3rec {owner.name}, not a {kind.name}; choose another {option}")
+        article = "an" if kind.name[0] in "aeiou" else "a"
+        raise ConfigError(f"{doing} {out}: it is a td3rec {owner.name}, not {article} {kind.name}; choose another "
+                          f"{option}")
     if mode == REPLACE:
         foreign = foreign_entries(out, kind)
         if foreign:
