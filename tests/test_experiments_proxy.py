@@ -510,6 +510,48 @@ def test_full_from_mismatches_are_refused(toy_summary, earlier_report, new_summa
     assert (out.read_text() if out.exists() else None) == before  # nothing written
 
 
+def _edit_first_candidate(report: dict, edit) -> dict:
+    edit(report["candidates"][0]["full"])
+    return report
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: f["valid"]["full"].update({"NDCG@10": "0.3"}), "full.valid.full.NDCG@10 is \"0.3\", not a finite number"),
+    (lambda f: f["valid"]["full"].update({"NDCG@10": float("nan")}), "full.valid.full.NDCG@10 is NaN, not a finite"),
+    (lambda f: f["test"]["uni50"].update({"HR@10": float("inf")}), "full.test.uni50.HR@10 is Infinity, not a finite"),
+    (lambda f: f["valid"]["full"].pop("NDCG@10"), "full.valid has no full:NDCG@10, which this run compares"),
+    (lambda f: f["runs"][0]["valid"]["full"].update({"MRR@10": None}), "full.runs[0].valid.full.MRR@10 is null"),
+    (lambda f: f.update(seconds=-5.0), "full.seconds is -5.0, not a non-negative, finite time"),
+    (lambda f: f["runs"][0].update(seconds="12"), "full.runs[0].seconds is \"12\", not a non-negative"),
+    (lambda f: f["runs"][0].update(seed=7), "full.runs has the seeds [7], this run trains [0]"),
+    (lambda f: f["runs"][0].update(best_epoch=1.5), "full.runs[0].best_epoch is 1.5, not a whole number"),
+])
+def test_full_from_numbers_are_checked_before_any_training(toy_summary, earlier_report, new_summary, tmp_path,
+                                                           monkeypatch, capsys, edit, message):
+    """A --full-from report whose numbers are not what a finished run writes (a string, NaN, a negative time,
+    other seeds ...) is refused with one line before the summary side trains, and the --json stays unwritten."""
+    import td3rec.experiments.proxy as proxy
+
+    toy, _ = toy_summary
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(_edit_first_candidate(json.loads(earlier_report.read_text()), edit)))
+    out = tmp_path / "out.json"
+    _no_full_training(monkeypatch)
+
+    def no_summary_training(*args, **kwargs):
+        raise AssertionError("the summary side was trained before --full-from was checked")
+
+    monkeypatch.setattr(proxy, "evaluate_sources", no_summary_training)
+    assert _proxy(toy, new_summary, config, "--json", str(out), "--full-from", str(bad)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("td3rec proxy: error:")]
+    assert len(errors) == 1 and errors[0] == err[-1] and message in errors[0], err
+    assert "--full-from" in errors[0] and "candidate 'sasrec(hidden_size=16,inner_size=16)'" in errors[0]
+    assert not any("Traceback" in line for line in err) and not out.exists()
+
+
 def test_full_from_ignores_extra_candidates_and_summary_settings(toy_summary, earlier_report, new_summary, tmp_path,
                                                                 monkeypatch):
     """Candidates of the earlier report that this run lacks are ignored; summary-side settings (init, schedule)

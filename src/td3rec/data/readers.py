@@ -437,6 +437,11 @@ def _times(values: pd.Series, source: str, column: str, where: Callable[[int], s
         if bad.any():
             row = int(np.argmax(bad))
             raise DataError(f"{source}: {where(row)}: missing timestamp in column {column!r}")
+        bad = ~_in_date_range(values)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(f"{source}: {where(row)}: timestamp {values.iloc[row]} in column {column!r} is outside "
+                            f"the dates td3rec reads ({_DATE_RANGE[0].year}..{_DATE_RANGE[1].year - 1})")
         return _epoch_seconds(values)
     stripped = values.astype("string").str.strip() if not pd.api.types.is_numeric_dtype(values.dtype) else values
     numeric = pd.to_numeric(stripped, errors="coerce")
@@ -449,19 +454,38 @@ def _times(values: pd.Series, source: str, column: str, where: Callable[[int], s
                             "not finite")
         return result
     if bad.all():
+        # dates: each value must name a year (pandas would read 't1' or '00h' as year 1, and '10:00' or 'now'
+        # as today) and lie in the years a time in nanoseconds holds; anything else is the one-line error below
         try:
             parsed = pd.to_datetime(stripped, errors="coerce", utc=True, format="mixed")
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             parsed = None
-        if parsed is not None and not parsed.isna().any():
-            return _epoch_seconds(parsed)
         if parsed is not None:
-            bad = parsed.isna().to_numpy()
+            with_year = stripped.str.contains(r"(?<!\d)\d{4}(?!\d)", regex=True).fillna(False).to_numpy(dtype=bool)
+            bad = (parsed.isna().to_numpy() | ~with_year | ~_in_date_range(parsed))
+            if not bad.any():
+                return _epoch_seconds(parsed)
     row = int(np.argmax(bad))
     value = values.iloc[row]
     shown = "an empty value" if pd.isna(value) or str(value).strip() == "" else repr(str(value))
     raise DataError(f"{source}: {where(row)}: cannot read {shown} in column {column!r} as a timestamp "
-                    "(need numbers or dates); fix the file or pick another column with --time-col")
+                    "(need numbers, or dates with a 4-digit year such as 2021-03-01 10:00); fix the file or pick "
+                    "another column with --time-col")
+
+
+#: the dates td3rec reads: the years a time in nanoseconds since 1970 holds (with a margin)
+_DATE_RANGE = (pd.Timestamp("1678-01-01", tz="UTC"), pd.Timestamp("2262-01-01", tz="UTC"))
+
+
+def _in_date_range(values: pd.Series) -> np.ndarray:
+    """Which datetimes lie in :data:`_DATE_RANGE` (naive ones taken as UTC; missing ones do not)."""
+    if values.dt.tz is None:
+        values = values.dt.tz_localize("UTC")
+    low, high = (t.tz_convert(values.dt.tz) for t in _DATE_RANGE)
+    try:
+        return ((values >= low) & (values < high)).fillna(False).to_numpy(dtype=bool)
+    except (OverflowError, ValueError):  # a resolution that cannot compare: check one by one
+        return np.array([v is not pd.NaT and low <= v < high for v in values], dtype=bool)
 
 
 def _epoch_seconds(values: pd.Series) -> np.ndarray:

@@ -651,12 +651,65 @@ class FullFrom:
             differences = _differences(_full_side(plan_config), _full_side(rows[name]["config"]))
             if differences:
                 raise ConfigError(f"{where}: candidate {name!r} has other settings there: {differences}")
+        seeds = list(_seeds(config))
+        for name in plan_configs:  # the numbers reused are checked like settings: before any training
+            _check_full_side(rows[name].get("full"), f"{where}: candidate {name!r}: full", config.metrics, seeds)
         if report.get("device") != device:
             log.warning("%s: its full-data side ran on %s, this run's summary side runs on %s: compare the times "
                         "with care", where, report.get("device"), device)
         log.info("%s: the full-data side of %d candidate(s) is reused, measured when that report was made",
                  where, len(plan_configs))
         return {name: rows[name] for name in plan_configs}
+
+
+def _check_full_side(full: object, where: str, metrics: Sequence[str], seeds: list[int]) -> None:
+    """A reused full-data side must be what :func:`_train_full_side` writes: finite metrics (every headline
+    metric among them) for the mean, the test users and each run, one run per seed of this run in order, whole
+    best epochs and non-negative, finite seconds. Anything else is a ConfigError naming the entry."""
+    if not isinstance(full, dict):
+        raise ConfigError(f"{where} is not a mapping of results")
+    for part in ("valid", "test"):
+        _check_metrics(full.get(part), f"{where}.{part}", metrics if part == "valid" else ())
+    if "valid_std" in full:
+        _check_metrics(full["valid_std"], f"{where}.valid_std", ())
+    _check_seconds(full.get("seconds"), f"{where}.seconds")
+    runs = full.get("runs")
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise ConfigError(f"{where}.runs is not a list of runs")
+    found = [r.get("seed") for r in runs]
+    if found != seeds:
+        raise ConfigError(f"{where}.runs has the seeds {found}, this run trains {seeds}")
+    for index, run in enumerate(runs):
+        at = f"{where}.runs[{index}]"
+        for part in ("valid", "test"):
+            _check_metrics(run.get(part), f"{at}.{part}", metrics if part == "valid" else ())
+        epoch = run.get("best_epoch")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ConfigError(f"{at}.best_epoch is {json.dumps(epoch)}, not a whole number of epochs")
+        _check_seconds(run.get("seconds"), f"{at}.seconds")
+
+
+def _check_metrics(value: object, where: str, required: Sequence[str]) -> None:
+    """``value`` is ``{protocol: {metric: finite number}}`` holding every ``PROTOCOL:METRIC`` of ``required``."""
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ConfigError(f"{where} is not a mapping of protocols to metrics")
+    for protocol, numbers in value.items():
+        for metric, number in numbers.items():
+            if not _finite(number):
+                raise ConfigError(f"{where}.{protocol}.{metric} is {json.dumps(number)}, not a finite number")
+    for key in required:
+        protocol, _, metric = key.partition(":")
+        if metric not in value.get(protocol, {}):
+            raise ConfigError(f"{where} has no {key}, which this run compares")
+
+
+def _check_seconds(value: object, where: str) -> None:
+    if not _finite(value) or value < 0:
+        raise ConfigError(f"{where} is {json.dumps(value)}, not a non-negative, finite time in seconds")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _full_side(plan_config: dict) -> dict:
