@@ -520,7 +520,7 @@ class Distiller:
                 "real_interactions": self.dataset.n_interactions,
                 "time_budget_seconds": cfg.time_budget, "seconds": progress.elapsed,
                 "time_budget_clock": cfg.time_budget_clock, "init_fit": self.init_fit,
-                "planned_steps": progress.planned_steps if budget is not None else None,
+                "planned_steps": progress.planned_steps if budget is not None and progress.planned_steps != UNPLANNED else None,
                 "trajectory_fallback": self.trajectory_fallback, "processes": self.dist.world_size,
                 "parallelism": "learners" if split_learners else "batch" if self.dist.world_size > 1 else "none",
             })
