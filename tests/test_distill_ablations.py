@@ -119,3 +119,29 @@ def test_learner_start_setting_is_checked(toy_data, toy_teacher, tmp_path, capsy
     assert main(["distill", "--dataset", str(toy_data), "--teacher", str(toy_teacher), "--out", str(tmp_path / "d"),
                  *DISTILL_TINY, "--set", "learner_start=teacher"]) == 2
     assert "learner_start must be one of trajectory, protocol" in capsys.readouterr().err
+
+
+def test_meta_item_factor_learns_v_as_the_learners_start(toy_data, toy_teacher, tmp_path, monkeypatch):
+    """With ``meta_item_factor`` every unroll ties its window's first item embedding to V (and only then);
+    without ``learn_item_factor`` (or with another learner start) the setting is refused before any work."""
+    anchors = []
+    unroll = inner_loop.InnerLoop.unroll
+
+    def recording_unroll(self, *args, **kwargs):
+        anchors.append(kwargs.get("anchor", args[7] if len(args) > 7 else None))
+        return unroll(self, *args, **kwargs)
+
+    monkeypatch.setattr(inner_loop.InnerLoop, "unroll", recording_unroll)
+    base = ["learner_start=protocol", "eval_init=shared-item-factor", "learn_item_factor=true"]
+    _distill(toy_data, toy_teacher, tmp_path / "tied", *base, "meta_item_factor=true")
+    assert anchors and all(a is not None and a.requires_grad for a in anchors)
+    anchors.clear()
+    _distill(toy_data, toy_teacher, tmp_path / "free", *base)
+    assert anchors and all(a is None for a in anchors)
+    tied, _ = load_summary(tmp_path / "tied" / "summary_last.safetensors")
+    free, _ = load_summary(tmp_path / "free" / "summary_last.safetensors")
+    assert not torch.equal(tied["V"], free["V"])  # the tie's gradient moved V differently
+    for setting in (["learner_start=protocol", "eval_init=shared-item-factor"], base[1:]):
+        args = ["distill", "--dataset", str(toy_data), "--teacher", str(toy_teacher), "--out", str(tmp_path / "x"),
+                *DISTILL_TINY, *[a for s in setting + ["meta_item_factor=true"] for a in ("--set", s)]]
+        assert main(args) == 2

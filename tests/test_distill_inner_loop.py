@@ -240,3 +240,43 @@ def test_sampled_real_batch_normaliser_with_every_item_is_the_exact_outer_loss()
     sampled = outer_loss(model, params, batch, teacher, 0.7, None, negatives=all_items(N_ITEMS, "cpu"))
     for a, b in zip(exact, sampled):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _anchored_loss(model, inner: InnerLoop, f: dict, start_table: torch.Tensor, anchor, n_steps: int, window: int):
+    """Outer loss after an unroll whose learner starts with item embedding ``start_table`` (tied to ``anchor``)."""
+    W = tucker_core_product(f["G"], f["U"], f["T"])
+    params = dict(model.named_parameters())
+    params["item_embedding.weight"] = start_table
+    state = inner.unroll(inner.start(params), W, f["V"], n_steps, window, torch.Generator().manual_seed(3),
+                         anchor=anchor)
+    batch, teacher = real_batch()
+    total, _, _ = outer_loss(model, state.params, batch, teacher, feature_weight=0.7, chunk_size=None)
+    return total, state
+
+
+@pytest.mark.parametrize("optimizer, rel", [("sgd", 1e-6), ("adam", 2e-4)])  # (Adam: see the tolerance above)
+@pytest.mark.parametrize("n_steps, window", [(3, 3), (5, 2)])
+def test_anchor_carries_the_gradient_at_the_window_start_and_changes_nothing_else(n_steps, window, optimizer, rel):
+    """``anchor`` ties the window's first item embedding to a tensor: the learner's values are unchanged, and
+    the anchor's gradient is the outer loss's gradient at that embedding (central differences of a perturbed
+    window-start embedding, float64; with plain steps before the window, the first-order approximation is the
+    gradient at the window start, which the perturbation of the start equals only when there are none)."""
+    model = tiny_learner()
+    inner = InnerLoop(model, InnerConfig(optimizer=optimizer, batch_size=2, lr=0.05), N_SEQ)
+    f = factors()
+    start = model.item_embedding.weight.detach().clone()
+    free, state_free = _anchored_loss(model, inner, f, start, None, n_steps, window)
+    anchor = torch.zeros(N_ITEMS, HIDDEN, dtype=torch.float64, requires_grad=True)
+    tied, state_tied = _anchored_loss(model, inner, f, start, anchor, n_steps, window)
+    assert float(tied) == float(free)
+    for key in state_free.params:
+        assert torch.equal(state_free.params[key].detach(), state_tied.params[key].detach())
+    (grad,) = torch.autograd.grad(tied, anchor)
+    if n_steps == window:  # the window starts at the learner's start: perturb the start embedding
+        direction = torch.randn(N_ITEMS, HIDDEN, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+        eps = 1e-6
+        moved = [float(_anchored_loss(model, inner, f, start + sign * eps * torch.cat([torch.zeros(1, HIDDEN,
+                 dtype=torch.float64), direction]), None, n_steps, window)[0]) for sign in (1, -1)]
+        assert (moved[0] - moved[1]) / (2 * eps) == pytest.approx(float((grad * direction).sum()), rel=rel)
+    else:
+        assert grad.abs().sum() > 0

@@ -86,6 +86,11 @@ class DistillConfig:
         init_std: standard deviation of the normal initialisation of U and T (G: N(0, 2/(d2·d3)), as the reference).
         learn_item_factor: learn V instead of keeping the teacher's item embedding (ablation; for Farzi only with
             the factorised decoder).
+        meta_item_factor: V also learns as the learners' starting item embedding (the shared-item-factor
+            protocol starts every validation learner's item embedding from V, and training drifts it): the outer
+            loss's gradient with respect to the inner learner's item embedding at the start of the RaT-BPTT window
+            is added to V's (first order: the plain steps before the window count as the identity). Needs
+            ``learn_item_factor``, ``learner_start=protocol`` and ``eval_init=shared-item-factor``; TD3 only.
         init_from: how the summary starts: ``noise`` (near-uniform, the reference) or a real subset of ``n_sequences``
             users (``longest``, ``random``, ``popular``, ``herding``, ``kcenter``; the baselines of
             :mod:`td3rec.summary.real_subset`), fitted so that every position's distribution puts its mass on the
@@ -161,6 +166,7 @@ class DistillConfig:
     d2: int = 8
     init_std: float = 0.02
     learn_item_factor: bool = False
+    meta_item_factor: bool = False
     init_from: str = "noise"
     init_fit_steps: int = 200
     inner: InnerConfig = field(default_factory=InnerConfig)
@@ -245,6 +251,11 @@ class DistillConfig:
                               "momentum setting (set inner.optimizer=sgd, or drop inner.momentum)")
         if self.reset not in RESET_MODES:
             raise ConfigError(f"reset must be one of {', '.join(RESET_MODES)}, not {self.reset!r}")
+        if self.meta_item_factor and not (self.learn_item_factor and self.learner_start == "protocol"
+                                          and self.eval_init == "shared-item-factor" and self.method == "td3"):
+            raise ConfigError("meta_item_factor learns V as the learners' starting item embedding: it needs "
+                              "learn_item_factor=true, learner_start=protocol, eval_init=shared-item-factor and "
+                              "method td3")
         if self.init_from not in INIT_SOURCES:
             raise ConfigError(f"init_from must be one of {', '.join(INIT_SOURCES)}, not {self.init_from!r}")
         if self.init_fit_steps < 0:

@@ -395,8 +395,11 @@ class Distiller:
                                                                                summary.shared_item_factor.detach()))
                     n_unroll = draw_unroll_length(cfg.inner_steps, cfg.window, cfg.random_unroll, draws)
                     unrolls[learner.arch] = n_unroll
+                    anchor = (summary.item_factor if cfg.meta_item_factor and
+                              self._learner_protocol(learner.teacher, summary.item_factor) == "shared-item-factor"
+                              else None)  # (a learner of another width starts from scratch: no tie)
                     learner.state = learner.inner.unroll(learner.state, summary.core_product(), summary.item_factor,
-                                                         n_unroll, cfg.window, draws, support)
+                                                         n_unroll, cfg.window, draws, support, anchor)
                     negatives = (draw_negatives(self.dataset.n_items, cfg.outer_negatives, draws, self.device)
                                  if cfg.outer_negatives else None)
                     if not len(local):

@@ -209,9 +209,14 @@ class InnerLoop:
         return SupportTables(support, keys, probs, values, inputs)
 
     def unroll(self, state: LearnerState, W: torch.Tensor, V: torch.Tensor, n_steps: int, window: int,
-               generator: torch.Generator | None = None, support: torch.Tensor | None = None) -> LearnerState:
+               generator: torch.Generator | None = None, support: torch.Tensor | None = None,
+               anchor: torch.Tensor | None = None) -> LearnerState:
         """``n_steps`` inner updates; only the last ``window`` keep the graph to ``W`` (RaT-BPTT).
-        ``support [n, L, k]``: read the summary out over these top-k supports (none: over every item)."""
+        ``support [n, L, k]``: read the summary out over these top-k supports (none: over every item).
+        ``anchor [I, H]``: the tensor the learner's item embedding started from (the summary's learned V): the
+        window's first item embedding is tied to it with an identity Jacobian (its value unchanged), so the
+        outer loss's gradient there also reaches ``anchor`` — a first-order meta-gradient of the learner's
+        starting embedding that treats the plain steps before the window as the identity."""
         window = min(window, n_steps)
         probs = tables = None
         if support is not None:
@@ -224,10 +229,19 @@ class InnerLoop:
         del probs
         if window > 0:
             params = {k: v.detach().requires_grad_(k in self.trainable) for k, v in state.params.items()}
+            if anchor is not None:
+                params[EMBEDDING_KEY] = tie_to_anchor(params[EMBEDDING_KEY], anchor)
             state = LearnerState(params, _detach(state.opt_state), state.step)
             for _ in range(window):
                 state = self.step(state, W, V, differentiable=True, generator=generator, tables=tables)
         return state
+
+
+def tie_to_anchor(table: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """``table`` (an item embedding ``[I + 1, H]``, row 0 = padding) whose rows 1..I also carry ``anchor [I, H]``'s
+    gradient: the value is ``table``'s, the Jacobian to ``anchor`` the identity (a straight-through tie)."""
+    tie = anchor - anchor.detach()
+    return table + torch.cat([torch.zeros_like(tie[:1]), tie])
 
 
 def draw_unroll_length(inner_steps: int, window: int, random_unroll: bool, generator: torch.Generator) -> int:

@@ -102,6 +102,7 @@ _LATER_DEFAULTS = {"precision": "fp32", "support_size": 0, "support_refresh": 1,
                    "time_budget": 0, "inner.negatives": 0, "learners_per_step": 0, "inner.augment_by_model": {},
                    "balance_gradients": False, "balance_window": 25, "learner_start": "trajectory",
                    "init_from": "noise", "init_fit_steps": 200,
+                   "meta_item_factor": False,
                    "time_budget_clock": "wall"}
 
 
