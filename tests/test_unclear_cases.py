@@ -54,3 +54,79 @@ def test_a_datetime_column_out_of_range_is_one_error_line(tmp_path):
     pd.DataFrame({"user_id": [1, 1], "item_id": ["a", "b"], "time": times}).to_parquet(tmp_path / "t.parquet")
     with pytest.raises(DataError, match="outside the dates td3rec reads"):
         read_interactions(tmp_path / "t.parquet")
+
+
+# -- evaluate: duplicates, reference without its teacher, nothing to evaluate ------------------------------------
+def _evaluate(toy_data, *extra: str) -> list[str]:
+    return ["evaluate", "--dataset", str(toy_data), "--k-core", "0", "--subset", "random", "--n", "5", "--seeds", "1",
+            "--steps", "1", "--set", "eval.protocols=[full]", *extra]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Make any learner training fail the test: every refusal here must come before it."""
+    import td3rec.commands.evaluate as evaluate
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("learners were trained before the refusal")
+
+    monkeypatch.setattr(evaluate, "run_suite", refuse)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--arch", "sasrec,sasrec"], "--arch names sasrec twice (sasrec,sasrec); give each architecture once"),
+    (["--arch", "sasrec,gru4rec,sasrec", "--init", "scratch"], "--arch names sasrec twice"),
+    (["--init", "scratch,scratch"], "--init names scratch twice (scratch,scratch)"),
+    (["--init", "reference"], "--init reference starts every learner from its architecture's teacher: give --teacher"),
+    (["--init", "reference,scratch"], "give --teacher RUN_DIR (one per --arch) or drop reference from --init"),
+])
+def test_evaluate_refuses_unclear_requests_before_loading_anything(toy_data, no_training, capsys, extra, message):
+    assert main(_evaluate(toy_data, *extra)) == 2
+    assert message in one_error_line(capsys, "evaluate")
+
+
+def test_evaluate_reference_needs_a_teacher_of_every_architecture(toy_data, toy_teacher, no_training, tmp_path, capsys):
+    args = _evaluate(toy_data, "--teacher", str(toy_teacher), "--arch", "sasrec,gru4rec", "--init", "reference")
+    assert main([*args, "--json", str(tmp_path / "r.json")]) == 2
+    assert "no gru4rec teacher among --teacher (given: sasrec)" in one_error_line(capsys, "evaluate")
+    assert not (tmp_path / "r.json").exists()
+    assert main(_evaluate(toy_data, "--teacher", str(toy_teacher), "--teacher", str(toy_teacher))) == 2
+    assert "is a second sasrec teacher" in one_error_line(capsys, "evaluate")
+
+
+def test_evaluate_with_nothing_to_train_is_refused(toy_data, no_training, capsys):
+    """A subset has no item factor of its own: shared-item-factor alone without a summary or teacher used to
+    skip every cell and exit 0 having evaluated nothing."""
+    assert main(_evaluate(toy_data, "--init", "shared-item-factor")) == 2
+    assert "nothing would be evaluated" in one_error_line(capsys, "evaluate")
+
+
+def test_evaluate_default_protocols_skip_reference_without_a_teacher(toy_data, tmp_path, capsys):
+    """Not given, --init means all three, reference only where there is a teacher: the others still run."""
+    out = tmp_path / "r.json"
+    assert main([*_evaluate(toy_data), "--json", str(out)]) == 0
+    import json
+
+    assert sorted(row["init"].split(" ")[0] for row in json.loads(out.read_text())["rows"]) == ["scratch"]
+
+
+# -- distill: --time-budget 0, planned_steps ---------------------------------------------------------------------
+def test_time_budget_zero_is_refused(toy_data, toy_teacher, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["distill", "--dataset", str(toy_data), "--teacher", str(toy_teacher), "--out", str(out),
+                 "--time-budget", "0", *DISTILL_TINY]) == 2
+    assert "--time-budget 0 leaves no time to distil" in one_error_line(capsys, "distill")
+    assert not out.exists()
+
+
+def test_a_budget_run_that_never_planned_records_no_placeholder(toy_data, toy_teacher, tmp_path):
+    """The plan is made after 3 measured steps; a run whose budget ran out before (1 second) has no plan: null,
+    not the 10**9 placeholder."""
+    import json
+
+    out = tmp_path / "run"
+    assert main(["distill", "--dataset", str(toy_data), "--teacher", str(toy_teacher), "--out", str(out),
+                 "--time-budget", "1", *DISTILL_TINY]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["outer_steps"] < 3 and metrics["time_budget_seconds"] == 1
+    assert metrics["planned_steps"] is None

@@ -82,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.time_budget == 0:  # (time_budget: 0 in a config means "no budget"; on the command line it is a slip)
+        raise ConfigError("--time-budget 0 leaves no time to distil; give a positive duration (e.g. 30m), or leave "
+                          "--time-budget out to run --epochs without a budget")
     # inside a torchrun group (torchrun ... -m td3rec distill, or --nproc N) or a single process
     env = launch_environment(args.nproc)
     if not env.is_main and not args.verbose:

@@ -48,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--whole", action="store_true", help="also train on the full data (early stopping)")
     parser.add_argument("--arch", default="sasrec",
                         help=f"comma-separated learner architectures: {','.join(MODEL_NAMES)} (default sasrec)")
-    parser.add_argument("--init", default="reference,shared-item-factor,scratch",
-                        help="comma-separated initialisation protocols (default all three)")
+    parser.add_argument("--init",
+                        help="comma-separated initialisation protocols (default all three; reference only for the "
+                             "architectures with a --teacher); reference given here needs a teacher of every --arch")
     parser.add_argument("--teacher", action="append", default=[], metavar="RUN_DIR",
                         help="a `td3rec train` run of some architecture (needed by --init reference; repeatable)")
     parser.add_argument("--seeds", type=int, default=3, help="learners per cell (default 3)")
@@ -62,12 +63,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
 
 
-def _csv(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+#: the protocols evaluated when --init is not given (reference only where a teacher of the architecture is)
+DEFAULT_INITS = "reference,shared-item-factor,scratch"
+
+
+def _csv(text: str, allowed: tuple[str, ...], what: str, option: str) -> tuple[str, ...]:
+    """A comma-separated list of known, distinct names (a name twice would train the same cell twice)."""
     items = tuple(x.strip() for x in text.split(",") if x.strip())
     bad = [x for x in items if x not in allowed]
     if bad or not items:
         raise ConfigError(f"unknown {what} {bad[0] if bad else text!r}; choose from {', '.join(allowed)}")
+    twice = next((x for i, x in enumerate(items) if x in items[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"{option} names {twice} twice ({text}); give each {what} once")
     return items
+
+
+def _check_cells(specs: list[DataSpec], config: SuiteConfig, teachers: dict, explicit_inits: bool) -> None:
+    """Before any training: an explicit ``--init reference`` has a teacher for every architecture, and at least one
+    (data, architecture, protocol) cell can be trained (the others are skipped with a warning)."""
+    if explicit_inits and "reference" in config.inits:
+        missing = [arch for arch in config.archs if arch not in teachers]
+        if missing:
+            given = ", ".join(sorted(teachers)) or "none"
+            raise ConfigError(f"--init reference starts every learner from its architecture's teacher: no "
+                              f"{', '.join(missing)} teacher among --teacher (given: {given}); give one or drop "
+                              "reference from --init")
+    has_summary = any(spec.kind == "summary" for spec in specs)
+    cells = sum(len(config.archs) if spec.kind == "whole" else sum(
+        1 for arch in config.archs for init in config.inits
+        if not (init == "reference" and arch not in teachers)
+        and not (init == "shared-item-factor" and not has_summary and arch not in teachers))
+        for spec in specs)
+    if cells == 0:
+        raise ConfigError(f"nothing would be evaluated: --init {','.join(config.inits)} needs a teacher of "
+                          f"{','.join(config.archs)} (reference) or an item factor from a --summary or a --teacher "
+                          "(shared-item-factor); give one, or add scratch to --init")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,8 +106,11 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides.append(f"training.steps={args.steps}")
     config = load_config(SuiteConfig, args.config, overrides)
-    config.archs = _csv(args.arch, MODEL_NAMES, "architecture")
-    config.inits = _csv(args.init, PROTOCOLS, "initialisation")
+    config.archs = _csv(args.arch, MODEL_NAMES, "architecture", "--arch")
+    config.inits = _csv(args.init or DEFAULT_INITS, PROTOCOLS, "initialisation protocol", "--init")
+    if args.init is not None and "reference" in config.inits and not args.teacher:
+        raise ConfigError("--init reference starts every learner from its architecture's teacher: give --teacher "
+                          "RUN_DIR (one per --arch) or drop reference from --init")
     config.seeds = args.seeds
     config.split = args.split
     if config.seeds <= 0 or config.training.steps <= 0:
@@ -110,8 +144,11 @@ def run(args: argparse.Namespace) -> int:
         model, meta = load_checkpoint(Path(run_dir) / "best.pt", device)
         if meta.get("fingerprint") != dataset.fingerprint():
             raise ConfigError(f"teacher {run_dir} was trained on different data than {dataset.name!r}")
+        if meta["model"] in teachers:
+            raise ConfigError(f"--teacher {run_dir} is a second {meta['model']} teacher; give one per architecture")
         teachers[meta["model"]] = model.eval()
         config.max_len = model.max_len
+    _check_cells(specs, config, teachers, explicit_inits=args.init is not None)
     check_suite_inputs(dataset, specs, config, teachers)
     rows = run_suite(dataset, specs, config, device, teachers)
     print(format_rows(rows, config.eval.protocols))
