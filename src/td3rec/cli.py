@@ -1,7 +1,8 @@
 """The ``td3rec`` command line: one sub-command per module in :mod:`td3rec.commands`.
 
 Every sub-command module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
-User mistakes raise :class:`td3rec.errors.UserError`; they are printed as one line and exit with code 2.
+User mistakes raise :class:`td3rec.errors.UserError`; they are printed as one line and exit with code 2. Ctrl-C and
+SIGTERM end a command with one line and exit code 130 / 143 (:mod:`td3rec.utils.signals`).
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from td3rec import __version__
 from td3rec.errors import UserError
+from td3rec.utils import signals
 from td3rec.utils.run_folder import release_locks
 
 #: sub-command modules, in the order ``td3rec --help`` lists them
@@ -69,16 +72,30 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    try:
-        return int(args._run(args) or 0)
-    except UserError as err:
-        print(f"td3rec {args.command}: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print(f"td3rec {args.command}: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        release_locks()  # the output folders this command locked (td3rec.utils.run_folder)
+    with signals.handle_signals():  # Ctrl-C and SIGTERM: one line, exit 130 / 143 (td3rec.utils.signals)
+        try:
+            return int(args._run(args) or 0)
+        except UserError as err:
+            if signals.received() is not None:  # (a worker whose peers stopped on the signal: part of the stop)
+                return _interrupted(args.command, signals.received())
+            print(f"td3rec {args.command}: error: {err}", file=sys.stderr)
+            return err.exit_code
+        except KeyboardInterrupt as err:
+            return _interrupted(args.command, getattr(err, "signum", signal.SIGINT))
+        except Exception:
+            if signals.received() is not None:  # e.g. a collective failing because another process stopped
+                return _interrupted(args.command, signals.received())
+            raise
+        finally:
+            release_locks()  # the output folders this command locked (td3rec.utils.run_folder)
+
+
+def _interrupted(command: str, signum: int) -> int:
+    """Print the one line of a command stopped by ``signum`` (none in a launched worker); its exit code."""
+    line = signals.interruption_line(command, signum)
+    if line is not None:
+        print(line, file=sys.stderr)
+    return signals.exit_code(signum)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -123,21 +123,52 @@ def launch_environment(nproc: int | None = None) -> LaunchEnvironment:
     return LaunchEnvironment(launch_nproc=nproc or 0)
 
 
+#: torch's loggers of the launch (its agent logs every signal and shutdown as a warning): quiet unless -v
+TORCH_LAUNCH_LOGGERS = ("torch.distributed.elastic", "torch.distributed.run", "torch.distributed.launcher")
+
+
 def launch(argv: list[str], nproc: int) -> int:
     """Run ``td3rec ARGV`` in ``nproc`` processes on this machine through ``torch.distributed.run`` (what
     ``torchrun --standalone --nproc_per_node NPROC -m td3rec ARGV`` does) and wait for them; returns the exit
-    code of the first process that failed (2 for a user error, 3 for a diverged run), else 0."""
+    code of the first process that failed (2 for a user error, 3 for a diverged run), else 0.
+
+    Ctrl-C or SIGTERM to this launcher (or its process group): torch's agent sends the signal to every worker
+    (their own sessions, so only through it), waits for them and SIGKILLs any left after its grace period; the
+    workers stop silently (:data:`td3rec.utils.signals.LAUNCHED_ENV`), this process raises
+    :class:`~td3rec.utils.signals.Interrupted`, and the command ends with one line and exit 130 / 143, its run
+    resumable like a single process's."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
+
+    from td3rec.utils.signals import LAUNCHED_ENV, Interrupted
 
     log.info("launching %d processes (torch.distributed.run --standalone --nproc_per_node %d)", nproc, nproc)
     options = parse_args(["--standalone", "--nproc_per_node", str(nproc), "-m", "td3rec"])
     options.training_script_args = list(argv)  # set here: torchrun's parser would read options in them
+    quiet = not logging.getLogger("td3rec").isEnabledFor(logging.DEBUG)
+    names = [name for name in list(logging.root.manager.loggerDict)  # (each of torch's sets its own level)
+             if any(name == prefix or name.startswith(prefix + ".") for prefix in TORCH_LAUNCH_LOGGERS)]
+    levels = {name: logging.getLogger(name).level for name in names}
+    previous = os.environ.get(LAUNCHED_ENV)
+    os.environ[LAUNCHED_ENV] = str(os.getpid())  # (the workers inherit it)
     try:
+        if quiet:
+            for name in names:
+                logging.getLogger(name).setLevel(logging.ERROR)
         run(options)
     except ChildFailedError as err:
         _, failure = err.get_first_failure()
         return failure.exitcode if failure.exitcode > 0 else 1
+    except SignalException as err:  # the agent has ended the workers
+        raise Interrupted(err.sigval) from None
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        if previous is None:
+            os.environ.pop(LAUNCHED_ENV, None)
+        else:
+            os.environ[LAUNCHED_ENV] = previous
     return 0
 
 
