@@ -65,7 +65,8 @@ def _results_file(path: Path) -> list[Path]:
 _READING = {"data_format": NotAPath("--format"), "user_col": NotAPath("--user-col"),
             "item_col": NotAPath("--item-col"), "time_col": NotAPath("--time-col")}
 _DATA = {"dataset": Input("--dataset"), "data_dir": Input("--data-dir"), **_READING}
-_RUN = {"config": Input("--config"), "out": Output("--out", RUN_FOLDER), "resume": Output("--resume", RUN_FOLDER, CONTINUE)}
+_RUN = {"config": Input("--config"), "out": Output("--out", RUN_FOLDER),
+        "resume": Output("--resume", RUN_FOLDER, CONTINUE)}
 
 #: command -> argparse destination -> what the option is (every option that names a file or folder)
 PATH_OPTIONS: dict[str, dict[str, Input | Output | NotAPath]] = {
@@ -74,12 +75,12 @@ PATH_OPTIONS: dict[str, dict[str, Input | Output | NotAPath]] = {
     "train": {**_DATA, **_RUN},
     "distill": {**_DATA, **_RUN, "teacher": Input("--teacher")},
     "evaluate": {**_DATA, "config": Input("--config"), "summary": Input("--summary"),
-                 "sequences": Input("--sequences"), "sequences_format": NotAPath("--sequences-format"), "teacher": Input("--teacher"),
-                 "json": Output("--json")},
+                 "sequences": Input("--sequences"), "sequences_format": NotAPath("--sequences-format"),
+                 "teacher": Input("--teacher"), "json": Output("--json")},
     "export": {"summary": Input("SUMMARY"), "export_format": NotAPath("--format"), "out": Output("--out")},
     "inspect": {"summary": Input("SUMMARY"), **_DATA, "figures": Output("--figures", FIGURES_FOLDER)},
-    "proxy": {"config": Input("CONFIG.yaml"), **_DATA, "summary": Input("--summary"), "teacher": Input("--teacher"), "full_from": Input("--full-from"),
-              "json": Output("--json")},
+    "proxy": {"config": Input("CONFIG.yaml"), **_DATA, "summary": Input("--summary"), "teacher": Input("--teacher"),
+              "full_from": Input("--full-from"), "json": Output("--json")},
     "benchmark": {"config": Input("CONFIG.yaml"), "data_dir": Input("--data-dir"),
                   "results": Output("--results", RESULTS_FOLDER, CONTINUE)},
     "report": {"results": Input("RESULTS", _results_file), "out": Output("--out", REPORT_FOLDER)},
