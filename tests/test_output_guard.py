@@ -251,6 +251,13 @@ def test_reports_and_results_from_before_markers_are_recognised(tmp_path):
     (old_results / "benchmark.yaml").write_text("seeds: 1\n")
     assert output_guard.folder_owner(old_results) is RESULTS_FOLDER
     check_output(old_results, "--results", kind=RESULTS_FOLDER, mode=CONTINUE)
+    ahead = tmp_path / "teachers-ahead"  # teachers trained for a grid before its first benchmark run
+    (ahead / ".locks").mkdir(parents=True)
+    (ahead / "teachers" / "toy-sasrec-1234abcd").mkdir(parents=True)
+    (ahead / "teachers" / "toy-sasrec-1234abcd" / "best.pt").write_bytes(b"pt")
+    assert output_guard.folder_owner(ahead) is RESULTS_FOLDER
+    (ahead / "notes.txt").write_text("mine")
+    assert output_guard.folder_owner(ahead) is None
     figures = tmp_path / "figs"
     figures.mkdir()
     (figures / "popularity.png").write_bytes(b"png")

@@ -92,10 +92,14 @@ def _old_figures(folder: Path) -> bool:
 
 
 def _old_results(folder: Path) -> bool:
-    """Benchmark results from before markers: the copy of the grid (``benchmark.yaml``) and the results table
-    or the finished cells."""
-    return (folder / "benchmark.yaml").is_file() and any(
-        (folder / name).exists() for name in ("results.json", "results.csv", "cells"))
+    """Benchmark results from before markers: the copy of the grid (``benchmark.yaml``) with the results table
+    or the finished cells; or a folder holding nothing but a results folder's names, among them one only td3rec
+    makes (``.locks``, ``.td3rec.lock``, ``benchmark.yaml``: e.g. teachers trained ahead for a grid)."""
+    if (folder / "benchmark.yaml").is_file() and any(
+            (folder / name).exists() for name in ("results.json", "results.csv", "cells")):
+        return True
+    return any((folder / name).exists() for name in (".locks", LOCK_FILE, "benchmark.yaml")) and not foreign_entries(
+        folder, RESULTS_FOLDER)
 
 
 #: the folder of a ``td3rec train`` or ``td3rec distill`` run (tests/test_run_folders.py checks that real runs
