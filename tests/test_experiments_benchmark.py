@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from td3rec.cli import main
@@ -194,7 +195,10 @@ def test_cell_keys_ignore_later_settings_at_their_neutral_value(toy_data, tmp_pa
 
 
 @pytest.mark.parametrize("key, value", [("support_size", 8), ("support_refresh", 3), ("outer_negatives", 64),
-                                        ("time_budget", 60.0), ("inner.negatives", 32)])
+                                        ("time_budget", 60.0), ("inner.negatives", 32),
+                                        ("learner_start", "protocol"), ("time_budget_clock", "cpu"),
+                                        ("init_from", "longest"), ("init_fit_steps", 50),
+                                        ("item_factor_scale", 4.0)])
 def test_cell_keys_ignore_the_large_catalogue_settings_at_their_neutral_value(toy_data, tmp_path, key, value):
     config = load_benchmark_config(_grid(toy_data, tmp_path))
     config.methods = [m for m in config.methods if m.name != "farzi-full"]  # (no support for a full decoder)
@@ -205,6 +209,29 @@ def test_cell_keys_ignore_the_large_catalogue_settings_at_their_neutral_value(to
     changed = next(c for c in plan_cells(config, {"toy": "f"}) if c.kind == "td3")
     node = changed.settings["distill"][parent[0]] if parent else changed.settings["distill"]
     assert node[leaf] == value and changed.key != td3.key
+
+
+def test_subsets_share_the_summaries_scaled_item_factor(toy_data, tmp_path):
+    """A grid whose summaries scale V gives its real subsets the same V: their keys change with the scale (and
+    only theirs and the summaries'), and the V they are trained with is the scaled teacher embedding."""
+    config = load_benchmark_config(_grid(toy_data, tmp_path))
+    before = {c.label: c.key for c in plan_cells(config, {"toy": "f"})}
+    config.distill.item_factor_scale = 4.0
+    after = {c.label: (c.key, c.kind) for c in plan_cells(config, {"toy": "f"})}
+    for label, (key, kind) in after.items():
+        assert (key != before[label]) == (kind != "whole"), label
+    from td3rec.experiments.benchmark.compute import DatasetContext
+
+    class _Teacher:  # (only its item vectors are read)
+        class model:
+            @staticmethod
+            def item_vectors():
+                return torch.ones(3, 2)
+
+    ctx = DatasetContext.__new__(DatasetContext)
+    ctx.config, ctx.device = config, torch.device("cpu")
+    ctx.teacher = lambda arch: _Teacher
+    assert torch.equal(ctx.item_factor(), torch.full((3, 2), 4.0))
 
 
 def test_dataset_distill_overrides_apply_to_that_dataset_only(toy_data, tmp_path):

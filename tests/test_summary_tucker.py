@@ -119,3 +119,19 @@ def test_config_rejects_impossible_values(bad):
 def _close(actual, expected):
     for a, b in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("method", ["td3", "farzi"])
+def test_item_factor_scale_keeps_the_initial_distributions(method):
+    """``item_factor_scale`` c: the summary's V is c times the teacher's and its distributions at the start are
+    the unscaled summary's (the factor before V divided by c)."""
+    from td3rec.distill.config import DistillConfig
+    from td3rec.distill.summaries import build_summary
+
+    V = torch.randn(40, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    plain = build_summary(DistillConfig(method=method, n_sequences=3, seq_len=4), V, torch.Generator().manual_seed(1))
+    scaled = build_summary(DistillConfig(method=method, n_sequences=3, seq_len=4, item_factor_scale=8.0), V,
+                           torch.Generator().manual_seed(1))
+    torch.testing.assert_close(scaled.shared_item_factor, 8.0 * V)
+    torch.testing.assert_close(scaled.probabilities(), plain.probabilities(), rtol=1e-12, atol=1e-15)
+    assert not torch.allclose(scaled.core_product(), plain.core_product())

@@ -86,6 +86,12 @@ class DistillConfig:
         init_std: standard deviation of the normal initialisation of U and T (G: N(0, 2/(d2·d3)), as the reference).
         learn_item_factor: learn V instead of keeping the teacher's item embedding (ablation; for Farzi only with
             the factorised decoder).
+        item_factor_scale: the summary's item factor is the teacher's item embedding times this (the logits'
+            other factor is divided by it at the start, so the initial distributions do not change). Under the
+            shared-item-factor protocol a learner's item embedding starts from V, and 200 Adam steps move every
+            row by about as much as its norm (Beauty: 0.6-0.8 against 0.7), most of all for the items the summary
+            never shows; a larger V keeps what the teacher knew (measured in README "Large catalogues").
+            Real subsets judged beside the summary use the same V.
         meta_item_factor: V also learns as the learners' starting item embedding (the shared-item-factor
             protocol starts every validation learner's item embedding from V, and training drifts it): the outer
             loss's gradient with respect to the inner learner's item embedding at the start of the RaT-BPTT window
@@ -166,6 +172,7 @@ class DistillConfig:
     d2: int = 8
     init_std: float = 0.02
     learn_item_factor: bool = False
+    item_factor_scale: float = 1.0
     meta_item_factor: bool = False
     init_from: str = "noise"
     init_fit_steps: int = 200
@@ -251,6 +258,8 @@ class DistillConfig:
                               "momentum setting (set inner.optimizer=sgd, or drop inner.momentum)")
         if self.reset not in RESET_MODES:
             raise ConfigError(f"reset must be one of {', '.join(RESET_MODES)}, not {self.reset!r}")
+        if not self.item_factor_scale > 0:
+            raise ConfigError(f"item_factor_scale must be > 0, got {self.item_factor_scale}")
         if self.meta_item_factor and not (self.learn_item_factor and self.learner_start == "protocol"
                                           and self.eval_init == "shared-item-factor" and self.method == "td3"):
             raise ConfigError("meta_item_factor learns V as the learners' starting item embedding: it needs "

@@ -17,7 +17,22 @@ from td3rec.summary.tucker import TuckerConfig, TuckerSummary
 
 def build_summary(config: DistillConfig, item_factor: torch.Tensor,
                   generator: torch.Generator | None = None) -> TuckerSummary | FarziSummary:
-    """A freshly initialised summary of ``config.method`` over the teacher's item factor ``V``."""
+    """A freshly initialised summary of ``config.method`` over the teacher's item factor ``V`` (times
+    ``config.item_factor_scale``; the factor before V is divided by it, so the initial distributions are the
+    unscaled summary's)."""
+    scale = config.item_factor_scale
+    summary = _build(config, item_factor * scale if scale != 1 else item_factor, generator)
+    if scale != 1:
+        with torch.no_grad():
+            if isinstance(summary, TuckerSummary):
+                summary.G /= scale
+            elif summary.factorised:
+                summary.D /= scale
+    return summary
+
+
+def _build(config: DistillConfig, item_factor: torch.Tensor,
+           generator: torch.Generator | None) -> TuckerSummary | FarziSummary:
     if config.method == "farzi":
         return FarziSummary(
             FarziConfig(n_sequences=config.n_sequences, seq_len=config.seq_len, latent_dim=config.farzi_latent_dim,

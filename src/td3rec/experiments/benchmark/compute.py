@@ -74,8 +74,10 @@ class DatasetContext:
         return self.results / TEACHERS_DIR / f"{_slug(self.spec.name)}-{arch}-{key[:8]}"
 
     def item_factor(self) -> torch.Tensor:
-        """V: the distillation teacher's item embedding (the shared item factor of the real subsets)."""
-        return self.teacher(self.config.teacher.model).model.item_vectors().detach().to(self.device)
+        """V: the distillation teacher's item embedding times the grid's ``distill.item_factor_scale`` (the shared
+        item factor of the real subsets: the summaries' V)."""
+        V = self.teacher(self.config.teacher.model).model.item_vectors().detach().to(self.device)
+        return V * self.config.distill.item_factor_scale
 
     def features(self) -> tuple[torch.Tensor, float]:
         if self._features is None:

@@ -83,6 +83,8 @@ def plan_cells(config: BenchmarkConfig, fingerprints: dict[str, str]) -> list[Ce
                         source = {"teacher": teacher}
                         if kind in DISTILL_KINDS:
                             source["distill"] = without_device(to_dict(config.distill_config(method, n, L, ds)))
+                        elif config.distill.item_factor_scale != 1:  # (a subset shares the summaries' scaled V)
+                            source["item_factor_scale"] = config.distill.item_factor_scale
                         for arch in part.archs:
                             for init in part.inits:
                                 for seed in seeds:
@@ -102,7 +104,7 @@ _LATER_DEFAULTS = {"precision": "fp32", "support_size": 0, "support_refresh": 1,
                    "time_budget": 0, "inner.negatives": 0, "learners_per_step": 0, "inner.augment_by_model": {},
                    "balance_gradients": False, "balance_window": 25, "learner_start": "trajectory",
                    "init_from": "noise", "init_fit_steps": 200,
-                   "meta_item_factor": False,
+                   "meta_item_factor": False, "item_factor_scale": 1.0,
                    "time_budget_clock": "wall"}
 
 
