@@ -91,16 +91,17 @@ def main() -> None:
         writer.writerows(table)
     lines = [f"# Diagnosis: {args.results.name} (validation {select}; test = 3 learner seeds, shared-item-factor)", "",
              f"Whole: full NDCG@10 {whole['full:NDCG@10']:.4f}, uni100 NDCG@10 {whole['uni100:NDCG@10']:.4f}.", "",
-             "| method | settings | outer steps | s/step | budget used (clock) | best epoch | valid best | "
+             "| method | settings | outer steps | s/step | budget used (clock) | wall s | best epoch | valid best | "
              "validation per epoch | test full NDCG@10 (% Whole) | test uni100 NDCG@10 (% Whole) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in table:
         def cell(m: str) -> str:
             if f"test {m}" not in e:
                 return "pending"
             return f"{e[f'test {m}']:.4f} ± {e[f'test {m} std']:.4f} ({e[f'{m} % of Whole']:.0f} %)"
         used = f"{e['budget_used_s']:.0f} s ({e['clock']})" if e["budget_used_s"] is not None else ""
-        lines.append(f"| {e['method']} | {e['settings']} | {e['outer_steps']} | {e['s_per_step'] or 0:.2f} | {used} | "
+        wall = f"{e['wall_s']:.0f}" if e.get("wall_s") else ""
+        lines.append(f"| {e['method']} | {e['settings']} | {e['outer_steps']} | {e['s_per_step'] or 0:.2f} | {used} | {wall} | "
                      f"{e['best_epoch']} | {e['valid_best'] or 0:.4f} | {e['valid_curve']} | {cell(METRICS[0])} | "
                      f"{cell(METRICS[1])} |")
     (args.out / "table.md").write_text("\n".join(lines) + "\n")
