@@ -258,6 +258,13 @@ def test_reports_and_results_from_before_markers_are_recognised(tmp_path):
     assert output_guard.folder_owner(ahead) is RESULTS_FOLDER
     (ahead / "notes.txt").write_text("mine")
     assert output_guard.folder_owner(ahead) is None
+    old_run = tmp_path / "old-run"  # a run from before markers: resumable, replaceable with --overwrite
+    (old_run / "checkpoints").mkdir(parents=True)
+    for name in ("run.json", "config.yaml", "resume.pt", "checkpoints/epoch_1.pt"):
+        (old_run / name).write_text("x")
+    assert output_guard.folder_owner(old_run) is RUN_FOLDER
+    (old_run / "thesis.tex").write_text("mine")
+    assert output_guard.folder_owner(old_run) is None
     figures = tmp_path / "figs"
     figures.mkdir()
     (figures / "popularity.png").write_bytes(b"png")

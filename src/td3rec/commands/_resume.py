@@ -17,6 +17,7 @@ import yaml
 
 from td3rec.commands._common import shortcut_overrides
 from td3rec.commands._outputs import guard_output
+from td3rec.utils.output_guard import CONTINUE, RUN_FOLDER, check_output
 from td3rec.config import load_config, parse_override, to_dict
 from td3rec.errors import ConfigError
 from td3rec.utils.atomic import remove_temporaries, write_json
@@ -54,7 +55,7 @@ def resume_settings(cls: type[C], args: argparse.Namespace, shortcuts: dict[str,
         raise ConfigError("--resume and --overwrite exclude each other: --resume continues the run in RUN_DIR, "
                           "--overwrite deletes a folder to start a new run")
     run = Path(args.resume)
-    check_run(args, run)  # a td3rec run folder, not an input of the command (again below, with the run's inputs)
+    check_run(args, run, inputs=False)  # a td3rec run folder (again below, with the run's inputs)
     if not run.is_dir():
         raise ConfigError(f"--resume {run}: no such run folder")
     if args.out is not None and Path(args.out).resolve() != run.resolve():
@@ -85,10 +86,14 @@ def resume_settings(cls: type[C], args: argparse.Namespace, shortcuts: dict[str,
     return config, run
 
 
-def check_run(args: argparse.Namespace, run: Path) -> None:
-    """The run folder of ``--resume`` through the output guard: a td3rec run folder that is not and does not
-    lie inside one of the run's inputs (:func:`td3rec.commands._outputs.guard_output`)."""
-    guard_output(args, "resume", run)
+def check_run(args: argparse.Namespace, run: Path, inputs: bool = True) -> None:
+    """The run folder of ``--resume`` through the output guard: a td3rec run folder that (``inputs``: once the
+    run's own dataset and teacher are known) is not and does not lie inside one of the run's inputs
+    (:func:`td3rec.commands._outputs.guard_output`)."""
+    if inputs:
+        guard_output(args, "resume", run)
+    else:  # (options given with --resume are compared with the run's below, with a message naming them)
+        check_output(run, "--resume", kind=RUN_FOLDER, mode=CONTINUE)
 
 
 def claim_run(run: Path) -> None:

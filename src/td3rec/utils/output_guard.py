@@ -71,6 +71,13 @@ class FolderKind:
     legacy: Callable[[Path], bool] | None = None
 
 
+def _old_run(folder: Path) -> bool:
+    """A ``td3rec train`` or ``distill`` run folder from before markers: ``run.json`` and ``config.yaml`` with
+    nothing but a run's names."""
+    return ((folder / "run.json").is_file() and (folder / "config.yaml").is_file()
+            and not foreign_entries(folder, RUN_FOLDER))
+
+
 def _old_report(folder: Path) -> bool:
     """A report folder of ``td3rec report`` from before markers: ``report.md`` (with td3rec's title) and
     ``figures/*.png``, nothing else."""
@@ -108,7 +115,7 @@ RUN_FOLDER = FolderKind(
     "output folder", ("train", "distill"),
     (MARKER, LOCK_FILE, "config.yaml", "run.json", "dataset.json", "metrics.json", "steps.jsonl", "best.pt",
      "resume.pt", "checkpoints", "checkpoints/epoch_*.pt", "summary_*.safetensors", "summary_*.json"),
-    nested=("teacher",))
+    nested=("teacher",), legacy=_old_run)
 #: the folder of ``td3rec report`` (names of td3rec.experiments.report: REPORT_FILE, FIGURES_DIR)
 REPORT_FOLDER = FolderKind("report folder", ("report",),
                            (MARKER, LOCK_FILE, "report.md", "figures", "figures/*.png"), legacy=_old_report)
