@@ -56,12 +56,14 @@ def test_stats_prints_what_dataset_stats_computes(tmp_path: Path, capsys) -> Non
     expected = dataset_stats(load_dataset(str(path), PreprocessConfig(k_core=3, k_core_mode="single-pass"),
                                           columns={"user": "who", "item": "what", "time": "when"}))
     assert printed == expected
-    assert printed["preprocessing"] == {"k_core": 3, "k_core_mode": "single-pass"}
+    assert printed["preprocessing"] == {"k_core": 3, "k_core_mode": "single-pass", "top_items": 0}
     assert cli.main(args) == 0
     text = capsys.readouterr().out
     assert f"users          {expected['users']:,}" in text
     assert f"interactions   {expected['interactions']:,}" in text
     assert "3-core single-pass" in text and f"max {expected['sequence_length']['max']}" in text
+    assert cli.main(args + ["--top-items", "4"]) == 0  # the cut is shown with the preprocessing
+    assert "top 4 items, 3-core single-pass" in capsys.readouterr().out
 
 
 def test_stats_k_core_option_changes_the_result(tmp_path: Path, capsys) -> None:

@@ -349,21 +349,25 @@ def size_defaults(n_items: int) -> dict[str, object]:
     return {**LARGE_CATALOGUE_SETTINGS, **HUGE_CATALOGUE_SETTINGS, **sweep}
 
 
-#: the large-catalogue settings (measured on Beauty; README "Large catalogues"): a top-64 support per position,
-#: sampled normalisers, shorter unrolls and real batches (the learner carries over between outer steps, so more
-#: short outer steps fit a budget), the reference outer learning rate (0.3, right for ~33 steps, made the outer
-#: loss climb over the ~600 steps a 30-minute budget fits), and selection by the full-ranking metric under
-#: the protocol the summaries are judged by
+#: the large-catalogue settings (measured on Beauty; docs/large-catalogues.md, benchmarks/results/diagnosis/): a
+#: top-64 support per position, sampled normalisers, short RaT-BPTT windows and real batches (speed), the reference
+#: outer learning rate (0.3, right for ~33 steps, made the outer loss climb over a 30-minute run), selection by
+#: the full-ranking metric under the protocol the summaries are judged by, inner learners that start like those
+#: learners (V + random weights) afresh at every outer step and unroll up to their 200 steps, and V scaled by 16
+#: so that the learners' item embeddings keep the teacher's knowledge through their training (quality)
 LARGE_CATALOGUE_SETTINGS: dict[str, object] = {
     "support_size": 64,
     "inner.negatives": 512,
     "outer_negatives": 2048,
-    "inner_steps": 100,
+    "inner_steps": 200,
     "window": 20,
     "real_batch_size": 1024,
     "outer_lr": 0.03,
     "select_metric": "full:NDCG@10",
     "eval_init": "shared-item-factor",
+    "learner_start": "protocol",
+    "reset": "step",
+    "item_factor_scale": 16.0,
 }
 
 
