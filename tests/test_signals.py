@@ -83,6 +83,15 @@ def signal_after_first_checkpoint(command: list[str], out: Path, signum: int, gr
     return child.returncode, [line for line in err.splitlines() if line.strip()], workers
 
 
+def signal_two_process_launcher(toy_data, toy_teacher, out, signum: int, group: bool) -> tuple[int, list[str]]:
+    """Signal a ``--nproc 2`` distillation's launcher (or its group) after its first checkpoint; every worker
+    must be gone afterwards. Returns the exit code and stderr lines."""
+    code, lines, workers = signal_after_first_checkpoint(
+        distill_command(toy_data, toy_teacher, out, "--nproc", "2"), out, signum, group=group, expect_children=2)
+    assert not [pid for pid in workers if alive(pid)]
+    return code, lines
+
+
 def test_a_single_process_ends_on_sigterm_with_one_line_and_143(toy_data, toy_teacher, tmp_path):
     out = tmp_path / "run"
     code, lines, _ = signal_after_first_checkpoint(distill_command(toy_data, toy_teacher, out), out, signal.SIGTERM,
@@ -95,11 +104,8 @@ def test_a_single_process_ends_on_sigterm_with_one_line_and_143(toy_data, toy_te
 @needs_gloo
 def test_ctrl_c_on_the_launcher_ends_every_worker_with_one_line_and_the_run_resumes(toy_data, toy_teacher, tmp_path):
     out = tmp_path / "run"
-    code, lines, workers = signal_after_first_checkpoint(
-        distill_command(toy_data, toy_teacher, out, "--nproc", "2"), out, signal.SIGINT, group=False,
-        expect_children=2)
+    code, lines = signal_two_process_launcher(toy_data, toy_teacher, out, signal.SIGINT, group=False)
     assert (code, lines) == (130, ["td3rec distill: interrupted"])  # no SignalException traceback, no worker's line
-    assert not [pid for pid in workers if alive(pid)]
     resumed = subprocess.run([sys.executable, "-m", "td3rec", "-q", "distill", "--resume", str(out), "--nproc", "2",
                               "--no-progress"], capture_output=True, text=True, timeout=300,
                              env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -112,11 +118,8 @@ def test_ctrl_c_on_the_launcher_ends_every_worker_with_one_line_and_the_run_resu
 @needs_gloo
 def test_sigterm_to_the_launchers_process_group_ends_every_worker_with_143(toy_data, toy_teacher, tmp_path):
     out = tmp_path / "run"
-    code, lines, workers = signal_after_first_checkpoint(
-        distill_command(toy_data, toy_teacher, out, "--nproc", "2"), out, signal.SIGTERM, group=True,
-        expect_children=2)
+    code, lines = signal_two_process_launcher(toy_data, toy_teacher, out, signal.SIGTERM, group=True)
     assert (code, lines) == (143, ["td3rec distill: terminated (SIGTERM)"])
-    assert not [pid for pid in workers if alive(pid)]
     assert (out / RESUME_FILE).is_file()
 
 

@@ -90,7 +90,7 @@ class DistillConfig:
             other factor is divided by it at the start, so the initial distributions do not change). Under the
             shared-item-factor protocol a learner's item embedding starts from V, and 200 Adam steps move every
             row by about as much as its norm (Beauty: 0.6-0.8 against 0.7), most of all for the items the summary
-            never shows; a larger V keeps what the teacher knew (measured in README "Large catalogues").
+            never shows; a larger V keeps what the teacher knew (measured in docs/large-catalogues.md).
             Real subsets judged beside the summary use the same V.
         meta_item_factor: V also learns as the learners' starting item embedding (the shared-item-factor
             protocol starts every validation learner's item embedding from V, and training drifts it): the outer
@@ -379,7 +379,7 @@ SWEEP_SLICE = 20_000
 #: on top of the large-catalogue settings, beyond 10^5 items: the learner's item embedding is fixed in the inner loop (a
 #: trainable |I| × H table costs an Adam update of the whole table per inner step and a copy per window step:
 #: ~10 GB at 10^6 items). Measured trade: on Beauty a frozen embedding distilled far worse summaries
-#: (README "Large catalogues"), so it is kept for the sizes where memory forces it.
+#: (docs/large-catalogues.md), so it is kept for the sizes where memory forces it.
 HUGE_CATALOGUE_SETTINGS: dict[str, object] = {
     "inner.freeze_item_embedding": True,
 }
