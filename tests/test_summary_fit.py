@@ -94,3 +94,12 @@ def test_distillation_starts_from_the_fitted_longest_users(toy_data, toy_teacher
     best = (W @ tensors["V"].T).argmax(-1) + 1
     inside = torch.arange(8)[None, :] < subset.full_lengths[:, None]
     assert (best[inside] == subset.ids[inside]).float().mean() > 0.9
+
+
+def test_a_real_start_needs_fit_steps():
+    from td3rec.distill.config import DistillConfig
+    from td3rec.errors import ConfigError
+
+    DistillConfig(init_fit_steps=0).validate()  # (noise: nothing to fit)
+    with pytest.raises(ConfigError, match="init_fit_steps must be >= 1 to fit the summary to init_from='longest'"):
+        DistillConfig(init_from="longest", init_fit_steps=0).validate()

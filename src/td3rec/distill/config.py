@@ -267,8 +267,10 @@ class DistillConfig:
                               "method td3")
         if self.init_from not in INIT_SOURCES:
             raise ConfigError(f"init_from must be one of {', '.join(INIT_SOURCES)}, not {self.init_from!r}")
-        if self.init_fit_steps < 0:
-            raise ConfigError(f"init_fit_steps must be >= 0, got {self.init_fit_steps}")
+        if self.init_fit_steps < 0 or (self.init_from != "noise" and self.init_fit_steps < 1):
+            raise ConfigError(f"init_fit_steps must be >= 1 to fit the summary to init_from={self.init_from!r}, got "
+                              f"{self.init_fit_steps}" if self.init_from != "noise" else
+                              f"init_fit_steps must be >= 0, got {self.init_fit_steps}")
         if self.learner_start not in LEARNER_STARTS:
             raise ConfigError(f"learner_start must be one of {', '.join(LEARNER_STARTS)}, not {self.learner_start!r}")
         if self.eval_init not in INIT_PROTOCOLS:
